@@ -1,0 +1,117 @@
+//! Writing files so that a failure leaves nothing behind: every output is
+//! written to a temporary file in the same directory, synced, and renamed
+//! into place; directories are staged under a temporary name and renamed
+//! whole.
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Writes `bytes` to `path` atomically; refuses to replace an existing file.
+pub fn write_new(path: &Path, bytes: &[u8], what: &'static str) -> Result<()> {
+    if path.exists() {
+        return Err(Error::AlreadyExists { path: path.to_path_buf(), what });
+    }
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tc-tmp-")
+        .tempfile_in(parent_of(path))
+        .at(parent_of(path))?;
+    tmp.write_all(bytes).at(tmp.path().to_path_buf())?;
+    tmp.as_file().sync_all().at(path)?;
+    tmp.persist_noclobber(path).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::AlreadyExists { path: path.to_path_buf(), what }
+        } else {
+            Error::Io { path: path.to_path_buf(), source: e.error }
+        }
+    })?;
+    sync_dir(parent_of(path));
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically, replacing what was there.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tc-tmp-")
+        .tempfile_in(parent_of(path))
+        .at(parent_of(path))?;
+    tmp.write_all(bytes).at(tmp.path().to_path_buf())?;
+    tmp.as_file().sync_all().at(path)?;
+    tmp.persist(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e.error })?;
+    sync_dir(parent_of(path));
+    Ok(())
+}
+
+/// Best effort: make a rename durable.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// A directory being built under a temporary name next to its final path.
+/// Dropped without [`StagedDir::commit`], it is removed with its contents.
+pub struct StagedDir {
+    tmp: Option<tempfile::TempDir>,
+    target: PathBuf,
+    what: &'static str,
+}
+
+impl StagedDir {
+    /// Starts staging `target`, which must not exist.
+    pub fn new(target: &Path, what: &'static str) -> Result<Self> {
+        if target.exists() {
+            return Err(Error::AlreadyExists { path: target.to_path_buf(), what });
+        }
+        let parent = parent_of(target);
+        if !parent.is_dir() {
+            return Err(Error::NotFound { path: parent.to_path_buf(), what: "parent directory" });
+        }
+        let tmp = tempfile::Builder::new().prefix(".tc-staging-").tempdir_in(parent).at(parent)?;
+        Ok(Self { tmp: Some(tmp), target: target.to_path_buf(), what })
+    }
+
+    /// The staging directory, where files go until the commit.
+    pub fn path(&self) -> &Path {
+        match &self.tmp {
+            Some(t) => t.path(),
+            None => &self.target,
+        }
+    }
+
+    /// The final path.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Renames the staged directory to its final path.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        let Some(tmp) = self.tmp.take() else {
+            return Ok(self.target.clone());
+        };
+        if self.target.exists() {
+            return Err(Error::AlreadyExists { path: self.target.clone(), what: self.what });
+        }
+        let staged = tmp.keep();
+        for entry in fs::read_dir(&staged).at(&staged)? {
+            let entry = entry.at(&staged)?;
+            if entry.file_type().at(entry.path())?.is_file() {
+                File::open(entry.path()).and_then(|f| f.sync_all()).at(entry.path())?;
+            }
+        }
+        if let Err(source) = fs::rename(&staged, &self.target) {
+            let _ = fs::remove_dir_all(&staged);
+            return Err(Error::Io { path: self.target.clone(), source });
+        }
+        sync_dir(parent_of(&self.target));
+        Ok(self.target.clone())
+    }
+}

@@ -1,0 +1,227 @@
+//! The OEM directory: the key hierarchy, its keystore, products and the
+//! audit log, all in one folder the OEM keeps on its secure desk.
+//!
+//! ```text
+//! OEM_DIR/
+//!   oem.toml                       OEM ID, name
+//!   root.pem device-ca.pem mastering.pem
+//!   keystore/                      sealed private keys (see keystore::sealed)
+//!   products/<id>/product.toml     product ID, name, product key (public)
+//!   products/<id>/product-key.pem  the product key-agreement key (public, SPKI)
+//!   products/<id>/template.toml    device certificate template
+//!   audit.log                      hash-chained log of every key and mastering
+//! ```
+use std::path::{Path, PathBuf};
+
+use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose};
+use serde::{Deserialize, Serialize};
+use trustchain_formats::{OemId, ProductId};
+
+use crate::audit::{self, AuditLog, Event};
+use crate::crypto::{sha256, PublicKey};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{self, StagedDir};
+use crate::keystore::passphrase::Passphrase;
+use crate::keystore::sealed::{KdfParams, SealedKeyStore};
+use crate::keystore::{KeyKind, KeyLabel, KeyStore};
+use crate::pki::{self, validity, CertSpec};
+use crate::product::Product;
+
+/// `oem.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OemConfig {
+    /// Format version, 1.
+    pub format: u32,
+    /// OEM ID.
+    pub oem_id: u32,
+    /// OEM name.
+    pub name: String,
+    /// Creation time.
+    pub created: String,
+}
+
+/// An opened OEM directory.
+#[derive(Debug)]
+pub struct OemDir {
+    path: PathBuf,
+    config: OemConfig,
+    oem_id: OemId,
+}
+
+/// What `oem init` made.
+#[derive(Debug, Serialize)]
+pub struct InitReport {
+    /// The directory.
+    pub dir: PathBuf,
+    /// OEM ID.
+    pub oem_id: u32,
+    /// Files written.
+    pub files: Vec<String>,
+    /// SHA-256 of the root certificate: the fingerprint to publish.
+    pub root_sha256: String,
+}
+
+/// SPKI DER prefix of a P-256 public key (id-ecPublicKey, prime256v1).
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// PEM `PUBLIC KEY` of a P-256 point.
+pub fn public_key_pem(key: &PublicKey) -> String {
+    let mut der = P256_SPKI_PREFIX.to_vec();
+    der.extend_from_slice(&key.0);
+    pki::pem_encode("PUBLIC KEY", &der)
+}
+
+/// Reads a P-256 public key from SPKI PEM or DER.
+pub fn parse_public_key(bytes: &[u8]) -> Option<PublicKey> {
+    let der = if bytes.starts_with(b"-----BEGIN PUBLIC KEY-----") {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let (label, der) = x509_cert::der::pem::decode_vec(text.as_bytes()).ok()?;
+        (label == "PUBLIC KEY").then_some(der)?
+    } else {
+        bytes.to_vec()
+    };
+    let point = der.strip_prefix(&P256_SPKI_PREFIX[..])?;
+    PublicKey::from_sec1(point)
+}
+
+impl OemDir {
+    /// Creates the hierarchy in `path` (which must not exist). Nothing is
+    /// left behind on failure.
+    pub fn init(path: &Path, oem_id: OemId, name: &str, pass: &Passphrase, kdf: KdfParams, operator: &str) -> Result<InitReport> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 64 {
+            return Err(Error::Usage("--name must be 1 to 64 characters".into()));
+        }
+        let staged = StagedDir::new(path, "OEM directory")?;
+        let dir = staged.path();
+        let mut ks = SealedKeyStore::create(&dir.join("keystore"), pass, kdf)?;
+        ks.generate(&KeyLabel::root_ca(), KeyKind::EcdsaP256)?;
+        ks.generate(&KeyLabel::device_ca(), KeyKind::EcdsaP256)?;
+        let m_pub = ks.generate(&KeyLabel::mastering(), KeyKind::EcdsaP256)?;
+        let root_key = ks.signer(&KeyLabel::root_ca())?;
+        let dca_key = ks.signer(&KeyLabel::device_ca())?;
+
+        let mut root_spec = CertSpec::new(format!("{name} Root CA"), name.to_string(), oem_id, validity::ROOT_YEARS);
+        root_spec.ca_path_len = Some(2);
+        let root = pki::self_signed(&root_spec, root_key.as_ref())?;
+        let mut dca_spec = CertSpec::new(format!("{name} Device CA"), name.to_string(), oem_id, validity::DEVICE_CA_YEARS);
+        dca_spec.ca_path_len = Some(1);
+        let dca = pki::issue(&dca_spec, dca_key.public_key(), &root, root_key.as_ref())?;
+        let mut m_spec = CertSpec::new(format!("{name} Mastering"), name.to_string(), oem_id, validity::MASTERING_YEARS);
+        m_spec.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        m_spec.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+        let mastering = pki::issue(&m_spec, &m_pub, &root, root_key.as_ref())?;
+
+        fsutil::write_new(&dir.join("root.pem"), root.pem().as_bytes(), "root certificate")?;
+        fsutil::write_new(&dir.join("device-ca.pem"), dca.pem().as_bytes(), "device CA certificate")?;
+        fsutil::write_new(&dir.join("mastering.pem"), mastering.pem().as_bytes(), "mastering certificate")?;
+        std::fs::create_dir(dir.join("products")).at(dir.join("products"))?;
+        let config = OemConfig { format: 1, oem_id: oem_id.get(), name: name.to_string(), created: audit::now_rfc3339() };
+        let text = toml::to_string(&config).map_err(|e| Error::Usage(e.to_string()))?;
+        fsutil::write_new(&dir.join("oem.toml"), text.as_bytes(), "OEM description")?;
+        let root_sha256 = hex::encode(sha256(&root.der));
+        AuditLog::new(&dir.join("audit.log"))
+            .append(operator, Event::OemInit { oem_id: oem_id.get(), root_sha256: root_sha256.clone() })?;
+        let dir = staged.commit()?;
+        Ok(InitReport {
+            dir,
+            oem_id: oem_id.get(),
+            files: ["oem.toml", "root.pem", "device-ca.pem", "mastering.pem", "keystore/", "products/", "audit.log"]
+                .map(String::from)
+                .to_vec(),
+            root_sha256,
+        })
+    }
+
+    /// Opens an existing OEM directory (no passphrase needed).
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.is_dir() {
+            return Err(Error::NotFound { path: path.to_path_buf(), what: "OEM directory" });
+        }
+        let not_oem = |problem: String| Error::NotAnOemDir { path: path.to_path_buf(), problem };
+        let cfg_path = path.join("oem.toml");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|_| not_oem("oem.toml is missing".into()))?;
+        let config: OemConfig = toml::from_str(&text).map_err(|e| not_oem(format!("oem.toml: {e}")))?;
+        if config.format != 1 {
+            return Err(not_oem(format!("oem.toml format {} is not supported", config.format)));
+        }
+        let oem_id = OemId::new(config.oem_id).ok_or_else(|| not_oem("oem.toml: oem_id is 0".into()))?;
+        for f in ["root.pem", "device-ca.pem", "mastering.pem", "keystore/keystore.toml"] {
+            if !path.join(f).exists() {
+                return Err(not_oem(format!("{f} is missing")));
+            }
+        }
+        Ok(Self { path: path.to_path_buf(), config, oem_id })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// OEM ID.
+    pub fn oem_id(&self) -> OemId {
+        self.oem_id
+    }
+    /// OEM name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+    /// The keystore directory.
+    pub fn keystore_dir(&self) -> PathBuf {
+        self.path.join("keystore")
+    }
+    /// Unlocks the keystore.
+    pub fn unlock(&self, pass: &Passphrase) -> Result<SealedKeyStore> {
+        SealedKeyStore::open(&self.keystore_dir(), pass)
+    }
+    /// The audit log.
+    pub fn audit(&self) -> AuditLog {
+        AuditLog::new(&self.path.join("audit.log"))
+    }
+
+    fn cert(&self, file: &str) -> Result<Vec<u8>> {
+        let path = self.path.join(file);
+        let bytes = std::fs::read(&path).at(&path)?;
+        pki::cert_der(&bytes).map_err(|problem| Error::Corrupt { path, problem })
+    }
+    /// The root certificate (DER).
+    pub fn root_der(&self) -> Result<Vec<u8>> {
+        self.cert("root.pem")
+    }
+    /// The mastering certificate (DER).
+    pub fn mastering_der(&self) -> Result<Vec<u8>> {
+        self.cert("mastering.pem")
+    }
+    /// The device CA certificate (DER).
+    pub fn device_ca_der(&self) -> Result<Vec<u8>> {
+        self.cert("device-ca.pem")
+    }
+
+    /// The directory of product `id`.
+    pub fn product_dir(&self, id: ProductId) -> PathBuf {
+        self.path.join("products").join(id.get().to_string())
+    }
+
+    /// Loads product `id`.
+    pub fn product(&self, id: ProductId) -> Result<Product> {
+        Product::load(self, id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_key_pem_round_trips() {
+        let (k, _) = crate::crypto::EcdhKey::generate(&mut crate::crypto::SystemEntropy).unwrap();
+        let pem = public_key_pem(k.public_key());
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+        assert_eq!(parse_public_key(pem.as_bytes()).as_ref(), Some(k.public_key()));
+        assert!(parse_public_key(b"garbage").is_none());
+    }
+}
