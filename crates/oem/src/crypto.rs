@@ -242,9 +242,17 @@ pub fn unwrap_with(
     ephemeral: &EcPoint,
     wrapped: &[u8; cose::limits::WRAPPED_KEY_LEN],
 ) -> Option<Zeroizing<[u8; KEY_LEN]>> {
-    use aws_lc_rs::key_wrap::KeyWrap;
     let shared = key.agree(&ephemeral.to_sec1()).ok()?;
-    let kek = a128kw_kek(&shared).ok()?;
+    unwrap_shared(&shared, wrapped)
+}
+
+/// The A128KW unwrap half of ECDH-ES + A128KW, from the shared secret.
+pub fn unwrap_shared(
+    shared: &[u8; 32],
+    wrapped: &[u8; cose::limits::WRAPPED_KEY_LEN],
+) -> Option<Zeroizing<[u8; KEY_LEN]>> {
+    use aws_lc_rs::key_wrap::KeyWrap;
+    let kek = a128kw_kek(shared).ok()?;
     let kek = key_wrap::AesKek::new(&key_wrap::AES_128, &kek[..]).ok()?;
     let mut out = Zeroizing::new([0u8; KEY_LEN]);
     let n = kek.unwrap(wrapped, &mut out[..]).ok()?.len();

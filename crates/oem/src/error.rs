@@ -241,7 +241,8 @@ impl Error {
 }
 
 /// Attaches a path to an I/O error.
-pub(crate) trait IoContext<T> {
+pub trait IoContext<T> {
+    /// Maps the error to [`Error::Io`] with `path`.
     fn at(self, path: impl Into<PathBuf>) -> Result<T>;
 }
 

@@ -1,0 +1,199 @@
+//! Command-line arguments. Every command says which step of the supply
+//! chain it belongs to.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const ABOUT: &str = "trustchain: a supply chain of trust for microcontroller products";
+
+const LONG_ABOUT: &str = "\
+trustchain: a supply chain of trust for microcontroller products, from the OEM's desk to \
+the device in the field.
+
+The chain, and the commands for each step:
+  1. Secure development (OEM)   trustchain oem init, trustchain oem product
+  2. Secure mastering (OEM)     trustchain master, then check with verify / decrypt / inspect
+  3. Secure production          (programming center: Guardian, wrap, produce - coming)
+  4. In the field               (device authentication and updates - coming)
+
+Private keys never leave the sealed keystore in the clear. Commands that need them ask for the \
+keystore passphrase: --passphrase-file FILE, else the TRUSTCHAIN_PASSPHRASE environment \
+variable, else a prompt on the terminal.
+
+Try `trustchain demo` to run the chain end to end in a temporary directory.";
+
+/// trustchain.
+#[derive(Debug, Parser)]
+#[command(name = "trustchain", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Read the keystore passphrase from the first line of FILE (takes precedence over
+    /// TRUSTCHAIN_PASSPHRASE; without either, you are asked on the terminal).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Log more (-v: info, -vv: debug) on stderr. Secrets are never logged.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Secure development, at the OEM: create the key hierarchy and products.
+    #[command(subcommand)]
+    Oem(OemCommand),
+    /// Secure mastering, at the OEM: encrypt and sign a firmware image into DIR/update.upk + DIR/update.enc.
+    ///
+    /// The image (raw binary, Intel HEX or ELF) is encrypted under a fresh AES-128 key in
+    /// authenticated 4 KiB chunks. The Update Key Block (UPK) carries that key wrapped for the
+    /// product key (and each --device key), the version, the anti-rollback security counter and
+    /// the digests, and is signed with the mastering key. Only the holder of the keystore
+    /// passphrase can master; every mastering is appended to OEM_DIR/audit.log.
+    Master(MasterArgs),
+    /// Anyone: show what an artifact holds (UPK, certificate, public key, sealed key, keystore,
+    /// template, audit log). Verifies nothing; see `verify`.
+    Inspect {
+        /// The file.
+        file: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Anyone (programming center, update server): check a release without decrypting it.
+    ///
+    /// Checks that DIR/update.upk is signed by a mastering certificate that chains to ROOT.pem
+    /// (code-signing usage, valid now, same OEM ID), and that DIR/update.enc has exactly the
+    /// signed size and SHA-256. Needs no key and no passphrase.
+    Verify {
+        /// The release directory (update.upk + update.enc).
+        dir: PathBuf,
+        /// The OEM root certificate (PEM or DER) to trust.
+        #[arg(long, value_name = "ROOT.pem")]
+        root: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Secure mastering, at the OEM: recover the plaintext of a release with the product key,
+    /// checking every chunk and the signed digest.
+    Decrypt {
+        /// The OEM directory holding the product key.
+        oem_dir: PathBuf,
+        /// The release directory (update.upk + update.enc).
+        dir: PathBuf,
+        /// Where to write the image (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the supply chain end to end on the embedded defaults, in a temporary directory,
+    /// and print what it made.
+    Demo {
+        /// Keep the outputs in DIR (must not exist) instead of a temporary directory.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+    },
+}
+
+/// `trustchain oem ...`.
+#[derive(Debug, Subcommand)]
+pub enum OemCommand {
+    /// Create the OEM key hierarchy in OEM_DIR (which must not exist).
+    ///
+    /// Makes a self-signed root CA, a device-issuing CA and a mastering (image-signing)
+    /// certificate, all ECDSA P-256 and carrying the OEM ID: OEM_DIR/root.pem,
+    /// OEM_DIR/device-ca.pem, OEM_DIR/mastering.pem. The private keys are sealed in
+    /// OEM_DIR/keystore under the passphrase (Argon2id + AES-256-GCM).
+    Init {
+        /// The directory to create.
+        oem_dir: PathBuf,
+        /// The OEM's numeric ID (1 to 4294967295, decimal or 0x-hex), put in every certificate and UPK.
+        #[arg(long, value_name = "N")]
+        oem_id: trustchain_oem::formats::OemId,
+        /// The OEM's name, used in certificate subjects.
+        #[arg(long)]
+        name: String,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a product: its key-agreement key (images are encrypted to it) and its device
+    /// certificate template.
+    Product {
+        /// The OEM directory.
+        oem_dir: PathBuf,
+        /// The product's numeric ID (1 to 4294967295).
+        #[arg(long, value_name = "N")]
+        product_id: trustchain_oem::formats::ProductId,
+        /// The product's name.
+        #[arg(long)]
+        name: String,
+        /// A device certificate template (TOML, see docs/formats.md); a default one otherwise.
+        #[arg(long, value_name = "FILE")]
+        template: Option<PathBuf>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `trustchain master`.
+#[derive(Debug, Args)]
+pub struct MasterArgs {
+    /// The OEM directory.
+    pub oem_dir: PathBuf,
+    /// The product the image is for.
+    #[arg(long, value_name = "N")]
+    pub product: trustchain_oem::formats::ProductId,
+    /// The firmware version, MAJOR.MINOR.PATCH.
+    #[arg(long, value_name = "X.Y.Z")]
+    pub version: trustchain_oem::formats::Version,
+    /// The firmware image: raw binary, Intel HEX or ELF (detected; see --format).
+    #[arg(long, value_name = "FILE")]
+    pub image: PathBuf,
+    /// The output directory to create; it gets exactly update.upk and update.enc.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Anti-rollback counter; default: MAJOR<<32 | MINOR<<16 | PATCH. Devices refuse a release
+    /// whose counter is below the one they hold.
+    #[arg(long, value_name = "N")]
+    pub security_counter: Option<u64>,
+    /// Master even though the counter is below the last one mastered for this product.
+    #[arg(long)]
+    pub force: bool,
+    /// Also wrap the content key for this device (a certificate with keyAgreement usage, or a
+    /// P-256 public key; PEM or DER). Repeat for several devices.
+    #[arg(long, value_name = "CERT_OR_PUBKEY")]
+    pub device: Vec<PathBuf>,
+    /// Only devices with this UID (hex) may install the image. Repeat for several.
+    #[arg(long, value_name = "HEX")]
+    pub allow_uid: Vec<String>,
+    /// Force the input format instead of detecting it: raw, ihex or elf.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<trustchain_oem::image::ImageFormat>,
+    /// Load address of a raw image (Intel HEX and ELF carry their own), decimal or 0x-hex.
+    #[arg(long, value_name = "ADDR", value_parser = parse_u64, default_value = "0")]
+    pub load_address: u64,
+    /// Largest gap between segments filled with 0xFF (Intel HEX, ELF), bytes.
+    #[arg(long, value_name = "BYTES", value_parser = parse_u64, default_value = "65536")]
+    pub max_gap: u64,
+    /// Name recorded in the audit log (default: $USER).
+    #[arg(long)]
+    pub operator: Option<String>,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Decimal or 0x-hex.
+pub fn parse_u64(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(&h.replace('_', ""), 16),
+        None => s.replace('_', "").parse(),
+    };
+    r.map_err(|_| format!("'{s}' is not a number (decimal or 0x-hex)"))
+}

@@ -1,0 +1,149 @@
+//! `trustchain demo`: the supply chain end to end on the embedded defaults,
+//! in a temporary directory. At this stage: the OEM's desk (hierarchy,
+//! product, mastering) and the checks anyone can run on a release.
+use std::path::Path;
+
+use trustchain_oem::crypto::sha256;
+use trustchain_oem::error::{Error, IoContext, Result};
+use trustchain_oem::formats::{OemId, ProductId, Version};
+use trustchain_oem::image::LoadOptions;
+use trustchain_oem::keystore::passphrase::Passphrase;
+use trustchain_oem::keystore::sealed::KdfParams;
+use trustchain_oem::master::{master_release, MasterRequest};
+use trustchain_oem::oem::OemDir;
+use trustchain_oem::product::Product;
+use trustchain_oem::{inspect, release};
+use zeroize::Zeroizing;
+
+/// The demo passphrase (printed: this is a demonstration keystore).
+const DEMO_PASSPHRASE: &str = "demo passphrase - not for real keys";
+
+/// A small firmware image as Intel HEX: a vector table and some code-like
+/// bytes at 0x0800_0000, with a gap (filled with 0xFF by the loader).
+fn demo_firmware_hex() -> String {
+    let mut image = Vec::new();
+    let mut x: u32 = 0x1234_5678;
+    for _ in 0..24 * 1024 {
+        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        image.push((x >> 24) as u8);
+    }
+    let mut out = String::new();
+    let record = |out: &mut String, addr: u16, kind: u8, data: &[u8]| {
+        let mut sum = data.len() as u8;
+        sum = sum.wrapping_add((addr >> 8) as u8).wrapping_add(addr as u8).wrapping_add(kind);
+        let mut line = format!(":{:02X}{:04X}{:02X}", data.len(), addr, kind);
+        for b in data {
+            sum = sum.wrapping_add(*b);
+            line.push_str(&format!("{b:02X}"));
+        }
+        line.push_str(&format!("{:02X}\n", sum.wrapping_neg()));
+        out.push_str(&line);
+    };
+    record(&mut out, 0, 0x04, &[0x08, 0x00]);
+    // Two regions: 16 KiB at 0x0000, then 8 KiB at 0x4100 (a 256-byte gap).
+    for (base, range) in [(0u16, 0..16 * 1024), (0x4100u16, 16 * 1024..24 * 1024)] {
+        for (i, chunk) in image[range].chunks(32).enumerate() {
+            record(&mut out, base + (i * 32) as u16, 0x00, chunk);
+        }
+    }
+    record(&mut out, 0, 0x01, &[]);
+    out
+}
+
+fn step(n: u32, what: &str) {
+    println!("\n[{n}] {what}");
+}
+
+/// Runs the demo in `keep` or a temporary directory.
+pub fn run(keep: Option<&Path>) -> Result<()> {
+    let tmp;
+    let root = match keep {
+        Some(p) => {
+            std::fs::create_dir(p).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Error::AlreadyExists { path: p.to_path_buf(), what: "demo directory" },
+                _ => Error::Io { path: p.to_path_buf(), source: e },
+            })?;
+            p.to_path_buf()
+        }
+        None => {
+            tmp = tempfile::Builder::new().prefix("trustchain-demo-").tempdir().at("temporary directory")?;
+            tmp.path().to_path_buf()
+        }
+    };
+    println!("trustchain demo in {} (keystore passphrase: \"{DEMO_PASSPHRASE}\")", root.display());
+    let pass = Passphrase::new(Zeroizing::new(DEMO_PASSPHRASE.to_string()))?;
+    let operator = "demo";
+
+    step(1, "Secure development: the OEM creates its key hierarchy");
+    let oem_dir = root.join("oem");
+    let oem_id = OemId::new(0x1234).ok_or(Error::Crypto("OEM ID"))?;
+    let init = OemDir::init(&oem_dir, oem_id, "Acme Devices", &pass, KdfParams::RECOMMENDED, operator)?;
+    println!("    OEM 0x1234 'Acme Devices': root.pem, device-ca.pem, mastering.pem, sealed keystore");
+    println!("    root certificate SHA-256 {}", init.root_sha256);
+    let oem = OemDir::open(&oem_dir)?;
+    let mut ks = oem.unlock(&pass)?;
+
+    step(2, "Secure development: the OEM creates a product (key-agreement key + certificate template)");
+    let product = ProductId::new(1).ok_or(Error::Crypto("product ID"))?;
+    let p = Product::create(&oem, &mut ks, product, "Thermostat", None, operator)?;
+    println!("    product 1 'Thermostat', product key kid {}", &p.product_key_kid[..16]);
+
+    step(3, "Secure mastering: firmware.hex (Intel HEX) -> update.upk + update.enc");
+    let fw = root.join("firmware.hex");
+    std::fs::write(&fw, demo_firmware_hex()).at(&fw)?;
+    let rel = root.join("release-1.0.0");
+    let req = MasterRequest {
+        product,
+        version: Version { major: 1, minor: 0, patch: 0 },
+        security_counter: None,
+        force: false,
+        image: fw.clone(),
+        format: None,
+        load: LoadOptions::default(),
+        devices: vec![],
+        device_uids: None,
+        out: rel.clone(),
+        operator: operator.into(),
+    };
+    let m = master_release(&oem, &ks, &req, &|_, _| {})?;
+    println!("    {} bytes at 0x{:08x}, counter {}, image SHA-256 {}", m.image_size, m.load_address, m.security_counter, &m.image_sha256[..16]);
+
+    step(4, "Anyone: verify the release against the OEM root, without any key");
+    let info = release::verify_release(&rel, &oem.root_der()?)?;
+    println!("    OK: signed by '{}', update.enc digest and size match", info.signer);
+
+    step(5, "Anyone: inspect the UPK");
+    let i = inspect::inspect(&rel.join("update.upk"))?;
+    for line in i.to_text().lines().take(8) {
+        println!("    {line}");
+    }
+
+    step(6, "OEM: decrypt with the product key and compare with the firmware");
+    let out = root.join("decrypted.bin");
+    release::decrypt_release(&oem, &ks, &rel, &out)?;
+    let plain = std::fs::read(&out).at(&out)?;
+    if hex::encode(sha256(&plain)) != m.image_sha256 {
+        return Err(Error::Crypto("demo: decrypted image differs"));
+    }
+    println!("    decrypted {} bytes, SHA-256 matches", plain.len());
+
+    step(7, "Anti-rollback: mastering an older version is refused");
+    let mut old = req.clone();
+    old.version = Version { major: 0, minor: 9, patch: 0 };
+    old.out = root.join("release-0.9.0");
+    match master_release(&oem, &ks, &old, &|_, _| {}) {
+        Err(e @ Error::CounterRollback { .. }) => println!("    refused: {e}"),
+        Err(e) => return Err(e),
+        Ok(_) => return Err(Error::Crypto("demo: rollback was not refused")),
+    }
+
+    println!("\nmade:");
+    for rel_path in ["oem/root.pem", "oem/device-ca.pem", "oem/mastering.pem", "oem/keystore/", "oem/products/1/", "oem/audit.log", "firmware.hex", "release-1.0.0/update.upk", "release-1.0.0/update.enc", "decrypted.bin"] {
+        println!("  {}", root.join(rel_path).display());
+    }
+    println!("audit log: {} records, hash chain intact", oem.audit().records()?.len());
+    if keep.is_none() {
+        println!("(temporary directory removed; pass --keep DIR to keep it)");
+    }
+    Ok(())
+}
