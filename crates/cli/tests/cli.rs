@@ -1,0 +1,271 @@
+//! The CLI as a user meets it: every command, and every kind of bad input
+//! getting one clear message, a non-zero exit and no partial output.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const PASS: &str = "integration test passphrase";
+
+fn tc(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trustchain"))
+        .args(args.iter().map(|a| a.as_ref()))
+        .env("TRUSTCHAIN_PASSPHRASE", PASS)
+        .env_remove("TRUSTCHAIN_LOG")
+        .output()
+        .expect("run trustchain")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Fails with exactly one `error:` line naming `needle`.
+fn fails_with(out: &Output, needle: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "should fail: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+    assert!(err.contains(needle), "stderr should mention {needle:?}: {err}");
+    err
+}
+
+/// Every file below `dir` with its bytes, to prove nothing changed.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    oem: PathBuf,
+}
+
+fn setup() -> Env {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let oem = root.join("oem");
+    ok(&tc(&[&"oem", &"init", &oem, &"--oem-id", &"0x1234", &"--name", &"Acme"]));
+    ok(&tc(&[&"oem", &"product", &oem, &"--product-id", &"7", &"--name", &"Thermostat"]));
+    Env { _tmp: tmp, root, oem }
+}
+
+fn image(env: &Env, name: &str, len: usize) -> PathBuf {
+    let p = env.root.join(name);
+    let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn oem_init_makes_a_hierarchy_openssl_accepts() {
+    let env = setup();
+    for f in ["root.pem", "device-ca.pem", "mastering.pem", "oem.toml", "audit.log", "keystore/keystore.toml", "products/7/template.toml", "products/7/product-key.pem"] {
+        assert!(env.oem.join(f).is_file(), "{f}");
+    }
+    let out = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(env.oem.join("root.pem"))
+        .arg(env.oem.join("device-ca.pem"))
+        .arg(env.oem.join("mastering.pem"))
+        .output()
+        .expect("openssl is installed by .ci/run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The certificates carry the OEM ID and sane validity.
+    let json: serde_json::Value = serde_json::from_str(&ok(&tc(&[&"inspect", &env.oem.join("root.pem"), &"--json"]))).unwrap();
+    assert_eq!(json["details"]["oem_id"], 0x1234);
+    assert_eq!(json["details"]["ca"], 2);
+    let not_after = json["details"]["not_after"].as_str().unwrap();
+    assert!(not_after.starts_with("204") || not_after.starts_with("205"), "{not_after}");
+    let m: serde_json::Value = serde_json::from_str(&ok(&tc(&[&"inspect", &env.oem.join("mastering.pem"), &"--json"]))).unwrap();
+    assert_eq!(m["details"]["extended_key_usage"][0], "1.3.6.1.5.5.7.3.3");
+    // No private key bytes in the clear anywhere: every key file is sealed.
+    for (p, bytes) in snapshot(&env.oem) {
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("PRIVATE KEY"), "{}", p.display());
+    }
+}
+
+#[test]
+fn master_verify_decrypt_round_trip_raw_image() {
+    let env = setup();
+    let img = image(&env, "fw.bin", 100_000);
+    let rel = env.root.join("rel");
+    let out = ok(&tc(&[&"master", &env.oem, &"--product", &"7", &"--version", &"1.2.3", &"--image", &img, &"--out", &rel, &"--load-address", &"0x08000000", &"--json"]));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["security_counter"], (1u64 << 32) | (2 << 16) | 3);
+    let mut names: Vec<_> = std::fs::read_dir(&rel).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["update.enc", "update.upk"], "exactly two files");
+    let v = ok(&tc(&[&"verify", &rel, &"--root", &env.oem.join("root.pem"), &"--json"]));
+    let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+    assert_eq!(v["release"]["load_address"], 0x0800_0000u64);
+    let dec = env.root.join("fw.out");
+    ok(&tc(&[&"decrypt", &env.oem, &rel, &"--out", &dec]));
+    assert_eq!(std::fs::read(&dec).unwrap(), std::fs::read(&img).unwrap());
+    // The ciphertext does not contain the plaintext.
+    let enc = std::fs::read(rel.join("update.enc")).unwrap();
+    assert!(!enc.windows(64).any(|w| w == &std::fs::read(&img).unwrap()[1000..1064]));
+    // Audited.
+    let log = std::fs::read_to_string(env.oem.join("audit.log")).unwrap();
+    assert!(log.lines().last().unwrap().contains("\"action\":\"master\""));
+    let i: serde_json::Value = serde_json::from_str(&ok(&tc(&[&"inspect", &rel.join("update.upk"), &"--json"]))).unwrap();
+    assert_eq!(i["details"]["version"], "1.2.3");
+    assert_eq!(i["details"]["recipients"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn master_intel_hex_with_device_recipient_and_uid_list() {
+    let env = setup();
+    // Intel HEX: 16 bytes at 0x0800_0000 and 16 at 0x0800_0020 (gap filled with 0xFF).
+    let hex = ":020000040800F2\n:10000000000102030405060708090A0B0C0D0E0F78\n:10002000101112131415161718191A1B1C1D1E1F58\n:00000001FF\n";
+    let img = env.root.join("fw.hex");
+    std::fs::write(&img, hex).unwrap();
+    let device_key = env.root.join("device.pem");
+    std::fs::copy(env.oem.join("products/7/product-key.pem"), &device_key).unwrap();
+    let rel = env.root.join("rel");
+    ok(&tc(&[&"master", &env.oem, &"--product", &"7", &"--version", &"2.0.0", &"--image", &img, &"--out", &rel, &"--device", &device_key, &"--allow-uid", &"00112233"]));
+    let i: serde_json::Value = serde_json::from_str(&ok(&tc(&[&"inspect", &rel.join("update.upk"), &"--json"]))).unwrap();
+    assert_eq!(i["details"]["load_address"], "0x08000000");
+    assert_eq!(i["details"]["image_size"], 48);
+    assert_eq!(i["details"]["recipients"].as_array().unwrap().len(), 2);
+    assert_eq!(i["details"]["device_uids"][0], "00112233");
+    let dec = env.root.join("fw.out");
+    ok(&tc(&[&"decrypt", &env.oem, &rel, &"--out", &dec]));
+    let mut want: Vec<u8> = (0..16).collect();
+    want.extend([0xff; 16]);
+    want.extend(16..32);
+    assert_eq!(std::fs::read(&dec).unwrap(), want);
+}
+
+#[test]
+fn bad_inputs_get_one_clear_error_and_change_nothing() {
+    let env = setup();
+    let img = image(&env, "fw.bin", 5000);
+    let before = snapshot(&env.oem);
+    let rel = env.root.join("rel");
+    let m = |extra: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut a: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"master", &env.oem, &"--product", &"7", &"--version", &"1.0.0", &"--out", &rel];
+        a.extend_from_slice(extra);
+        tc(&a)
+    };
+    // Missing image, garbled Intel HEX, empty image.
+    fails_with(&m(&[&"--image", &env.root.join("nope.bin")]), "nope.bin");
+    let garbled = env.root.join("bad.hex");
+    std::fs::write(&garbled, ":10000000000102030405060708090A0B0C0D0E0F00\n:00000001FF\n").unwrap();
+    fails_with(&m(&[&"--image", &garbled]), "checksum");
+    let empty = env.root.join("empty.bin");
+    std::fs::write(&empty, b"").unwrap();
+    fails_with(&m(&[&"--image", &empty]), "empty");
+    // Missing product, missing OEM directory.
+    let out = tc(&[&"master", &env.oem, &"--product", &"8", &"--version", &"1.0.0", &"--image", &img, &"--out", &rel]);
+    fails_with(&out, "product 8 does not exist");
+    let out = tc(&[&"master", &env.root.join("no-oem"), &"--product", &"7", &"--version", &"1.0.0", &"--image", &img, &"--out", &rel]);
+    fails_with(&out, "no-oem");
+    // Wrong passphrase.
+    let out = Command::new(env!("CARGO_BIN_EXE_trustchain"))
+        .args(["master"])
+        .arg(&env.oem)
+        .args(["--product", "7", "--version", "1.0.0", "--image"])
+        .arg(&img)
+        .arg("--out")
+        .arg(&rel)
+        .env("TRUSTCHAIN_PASSPHRASE", "wrong")
+        .output()
+        .unwrap();
+    let err = fails_with(&out, "wrong passphrase");
+    assert!(err.contains("hint:"));
+    // A device key that is not a key.
+    fails_with(&m(&[&"--image", &img, &"--device", &img]), "fw.bin");
+    assert!(!rel.exists(), "no partial output directory");
+    assert_eq!(snapshot(&env.oem), before, "the OEM directory is unchanged");
+    // Existing output directory.
+    std::fs::create_dir(&rel).unwrap();
+    fails_with(&m(&[&"--image", &img]), "already exists");
+    assert_eq!(std::fs::read_dir(&rel).unwrap().count(), 0);
+    // oem init over an existing directory.
+    fails_with(&tc(&[&"oem", &"init", &env.oem, &"--oem-id", &"1", &"--name", &"x"]), "already exists");
+    assert_eq!(snapshot(&env.oem), before);
+}
+
+#[test]
+fn rollback_is_refused_unless_forced() {
+    let env = setup();
+    let img = image(&env, "fw.bin", 3000);
+    ok(&tc(&[&"master", &env.oem, &"--product", &"7", &"--version", &"1.5.0", &"--image", &img, &"--out", &env.root.join("r1")]));
+    let out = tc(&[&"master", &env.oem, &"--product", &"7", &"--version", &"1.4.9", &"--image", &img, &"--out", &env.root.join("r2")]);
+    let err = fails_with(&out, "below");
+    assert!(err.contains("--force"));
+    assert!(!env.root.join("r2").exists());
+    let out = tc(&[&"master", &env.oem, &"--product", &"7", &"--version", &"1.4.9", &"--image", &img, &"--out", &env.root.join("r3"), &"--force", &"--json"]);
+    let r: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(r["forced"], true);
+}
+
+#[test]
+fn verify_refuses_tampered_truncated_and_foreign_releases() {
+    let env = setup();
+    let img = image(&env, "fw.bin", 9000);
+    let rel = env.root.join("rel");
+    ok(&tc(&[&"master", &env.oem, &"--product", &"7", &"--version", &"1.0.0", &"--image", &img, &"--out", &rel]));
+    let root = env.oem.join("root.pem");
+    let upk = std::fs::read(rel.join("update.upk")).unwrap();
+    let enc = std::fs::read(rel.join("update.enc")).unwrap();
+    let copy = |name: &str, u: &[u8], e: &[u8]| {
+        let d = env.root.join(name);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("update.upk"), u).unwrap();
+        std::fs::write(d.join("update.enc"), e).unwrap();
+        d
+    };
+    let mut flipped = enc.clone();
+    flipped[4000] ^= 1;
+    fails_with(&tc(&[&"verify", &copy("t1", &upk, &flipped), &"--root", &root]), "differs from the ciphertext digest");
+    fails_with(&tc(&[&"verify", &copy("t2", &upk, &enc[..enc.len() - 1]), &"--root", &root]), "bytes but the UPK says");
+    fails_with(&tc(&[&"verify", &copy("t3", &upk[..upk.len() - 10], &enc), &"--root", &root]), "update.upk");
+    let mut sig = upk.clone();
+    let n = sig.len();
+    sig[n - 5] ^= 1;
+    fails_with(&tc(&[&"verify", &copy("t4", &sig, &enc), &"--root", &root]), "signature does not verify");
+    // Another OEM's root.
+    let other = env.root.join("other");
+    ok(&tc(&[&"oem", &"init", &other, &"--oem-id", &"99", &"--name", &"Other"]));
+    fails_with(&tc(&[&"verify", &rel, &"--root", &other.join("root.pem")]), "chain does not validate");
+    // A garbled certificate as root.
+    fails_with(&tc(&[&"verify", &rel, &"--root", &img]), "fw.bin");
+    // The decrypt side also refuses a tampered image and leaves no output.
+    let out = env.root.join("dec.bin");
+    fails_with(&tc(&[&"decrypt", &env.oem, &copy("t5", &upk, &flipped), &"--out", &out]), "update.enc");
+    assert!(!out.exists());
+}
+
+#[test]
+fn help_explains_the_supply_chain() {
+    let out = ok(&tc(&[&"--help"]));
+    assert!(out.contains("Secure development"));
+    assert!(out.contains("Secure mastering"));
+    let out = ok(&tc(&[&"master", &"--help"]));
+    assert!(out.contains("update.upk"));
+    assert!(out.contains("--security-counter"));
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keep = tmp.path().join("demo");
+    let out = ok(&tc(&[&"demo", &"--keep", &keep]));
+    assert!(out.contains("refused"));
+    assert!(keep.join("release-1.0.0/update.upk").is_file());
+    assert!(!keep.join("release-0.9.0").exists());
+}
