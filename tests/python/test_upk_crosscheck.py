@@ -751,6 +751,44 @@ def test_envelope_and_signature(vpath):
             verify_sign1(forged, cert_der)
 
 
+#: trustchain's certificate extensions (crates/oem/src/pki.rs), under the
+#: documentation PEN 32473 (RFC 5612): OEM ID and product ID as DER INTEGERs.
+OID_OEM_ID = x509.ObjectIdentifier("1.3.6.1.4.1.32473.116.1")
+OID_PRODUCT_ID = x509.ObjectIdentifier("1.3.6.1.4.1.32473.116.2")
+
+
+def _der_uint(value: bytes) -> int:
+    """A DER INTEGER (X.690 §8.3) with a short-form length, non-negative."""
+    assert len(value) >= 3 and value[0] == 0x02 and value[1] == len(value) - 2 < 0x80, value.hex()
+    assert value[2] < 0x80, "negative INTEGER"
+    return int.from_bytes(value[2:], "big")
+
+
+@parametrize_valid
+def test_mastering_certificate_chain_and_ids(vpath):
+    """The mastering certificate is issued by ``inputs.root_cert_der`` (when
+    the vector gives one: RFC 5280 signature check only, no path policy),
+    is an end-entity ECDSA P-256 certificate, and the OEM / product IDs it
+    carries in its trustchain extensions are those of the manifest."""
+    v = load_vector(vpath)
+    cert = x509.load_der_x509_certificate(h(v.inputs["mastering_cert_der"]))
+    if v.inputs.get("root_cert_der"):
+        root = x509.load_der_x509_certificate(h(v.inputs["root_cert_der"]))
+        cert.verify_directly_issued_by(root)
+    assert cert.signature_algorithm_oid == x509.oid.SignatureAlgorithmOID.ECDSA_WITH_SHA256
+    bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    assert not bc.ca, "the mastering certificate must not be a CA"
+    ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.digital_signature
+    m = parse_manifest(parse_upk(v.upk).payload)
+    for oid, want in ((OID_OEM_ID, m.oem_id), (OID_PRODUCT_ID, m.product_id)):
+        try:
+            ext = cert.extensions.get_extension_for_oid(oid)
+        except x509.ExtensionNotFound:
+            continue
+        assert _der_uint(ext.value.value) == want, f"{oid.dotted_string} does not match the manifest"
+
+
 @parametrize_valid
 def test_manifest_fields(vpath):
     """Every manifest field is the value of the inputs."""
@@ -850,7 +888,9 @@ def test_stream_tampering_is_detected(vpath):
     swapped chunks all fail GCM authentication."""
     v = load_vector(vpath)
     m = parse_manifest(parse_upk(v.upk).payload)
-    cek = h(v.expected["content_key"])
+    product = v.scalars()[0]
+    cek = unwrap_cek(product, recipient_for(m.recipients, kid_of(product)))
+    assert decrypt_stream(v.enc, cek, m.image_size) == h(v.inputs["image"])
     flipped = bytearray(v.enc)
     flipped[-1] ^= 0x80
     with pytest.raises(DecryptionFailed) as e:

@@ -22,13 +22,30 @@ fn print_json(v: &serde_json::Value) {
 pub fn run(cli: Cli) -> Result<()> {
     let pass_file = cli.passphrase_file.as_deref();
     match cli.command {
-        Command::Oem(OemCommand::Init { oem_dir, oem_id, name, json }) => {
+        Command::Oem(OemCommand::Init {
+            oem_dir,
+            oem_id,
+            name,
+            json,
+        }) => {
             let pass = passphrase::obtain(pass_file, true)?;
-            let r = OemDir::init(&oem_dir, oem_id, &name, &pass, KdfParams::RECOMMENDED, &audit::default_operator())?;
+            let r = OemDir::init(
+                &oem_dir,
+                oem_id,
+                &name,
+                &pass,
+                KdfParams::RECOMMENDED,
+                &audit::default_operator(),
+            )?;
             if json {
                 print_json(&serde_json::to_value(&r).unwrap_or_default());
             } else {
-                println!("created OEM {} (ID {}) in {}", name, r.oem_id, r.dir.display());
+                println!(
+                    "created OEM {} (ID {}) in {}",
+                    name,
+                    r.oem_id,
+                    r.dir.display()
+                );
                 for f in &r.files {
                     println!("  {}", r.dir.join(f).display());
                 }
@@ -36,17 +53,37 @@ pub fn run(cli: Cli) -> Result<()> {
                 println!("give root.pem to whoever must trust your devices and releases; keep the keystore and its passphrase apart");
             }
         }
-        Command::Oem(OemCommand::Product { oem_dir, product_id, name, template, json }) => {
+        Command::Oem(OemCommand::Product {
+            oem_dir,
+            product_id,
+            name,
+            template,
+            json,
+        }) => {
             let oem = OemDir::open(&oem_dir)?;
             let pass = passphrase::obtain(pass_file, false)?;
             let mut ks = oem.unlock(&pass)?;
-            let r = Product::create(&oem, &mut ks, product_id, &name, template.as_deref(), &audit::default_operator())?;
+            let r = Product::create(
+                &oem,
+                &mut ks,
+                product_id,
+                &name,
+                template.as_deref(),
+                &audit::default_operator(),
+            )?;
             if json {
                 print_json(&serde_json::to_value(&r).unwrap_or_default());
             } else {
-                println!("created product {} ({name}) in {}", r.product_id, r.dir.display());
+                println!(
+                    "created product {} ({name}) in {}",
+                    r.product_id,
+                    r.dir.display()
+                );
                 println!("  product key kid: {}", r.product_key_kid);
-                println!("  template:        {}", r.dir.join("template.toml").display());
+                println!(
+                    "  template:        {}",
+                    r.dir.join("template.toml").display()
+                );
             }
         }
         Command::Master(args) => master(args, pass_file)?,
@@ -60,22 +97,56 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Verify { dir, root, json } => {
             let bytes = std::fs::read(&root).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::NotFound { path: root.clone(), what: "root certificate" },
-                _ => Error::Io { path: root.clone(), source: e },
+                std::io::ErrorKind::NotFound => Error::NotFound {
+                    path: root.clone(),
+                    what: "root certificate",
+                },
+                _ => Error::Io {
+                    path: root.clone(),
+                    source: e,
+                },
             })?;
-            let root_der = pki::cert_der(&bytes).map_err(|problem| Error::Corrupt { path: root.clone(), problem })?;
+            let root_der = pki::cert_der(&bytes).map_err(|problem| Error::Corrupt {
+                path: root.clone(),
+                problem,
+            })?;
             let info = release::verify_release(&dir, &root_der)?;
             if json {
                 print_json(&json!({ "verified": true, "release": info }));
             } else {
-                println!("OK: {} is a release signed by {}", dir.display(), info.signer);
-                println!("  OEM {} product {} version {} (security counter {})", info.oem_id, info.product_id, info.version, info.security_counter);
-                println!("  image {} bytes at 0x{:08x}, SHA-256 {}", info.image_size, info.load_address, info.image_sha256);
-                println!("  update.enc {} bytes, SHA-256 {} (matches the signed digest)", info.ciphertext_size, info.ciphertext_sha256);
-                println!("  {} recipient(s){}", info.recipients.len(), info.device_uids.as_ref().map(|u| format!(", {} allowed UID(s)", u.len())).unwrap_or_default());
+                println!(
+                    "OK: {} is a release signed by {}",
+                    dir.display(),
+                    info.signer
+                );
+                println!(
+                    "  OEM {} product {} version {} (security counter {})",
+                    info.oem_id, info.product_id, info.version, info.security_counter
+                );
+                println!(
+                    "  image {} bytes at 0x{:08x}, SHA-256 {}",
+                    info.image_size, info.load_address, info.image_sha256
+                );
+                println!(
+                    "  update.enc {} bytes, SHA-256 {} (matches the signed digest)",
+                    info.ciphertext_size, info.ciphertext_sha256
+                );
+                println!(
+                    "  {} recipient(s){}",
+                    info.recipients.len(),
+                    info.device_uids
+                        .as_ref()
+                        .map(|u| format!(", {} allowed UID(s)", u.len()))
+                        .unwrap_or_default()
+                );
             }
         }
-        Command::Decrypt { oem_dir, dir, out, json } => {
+        Command::Decrypt {
+            oem_dir,
+            dir,
+            out,
+            json,
+        } => {
             let oem = OemDir::open(&oem_dir)?;
             let pass = passphrase::obtain(pass_file, false)?;
             let ks = oem.unlock(&pass)?;
@@ -83,7 +154,14 @@ pub fn run(cli: Cli) -> Result<()> {
             if json {
                 print_json(&json!({ "out": out, "release": info }));
             } else {
-                println!("decrypted {} version {} to {} ({} bytes, SHA-256 {} matches the UPK)", dir.display(), info.version, out.display(), info.image_size, info.image_sha256);
+                println!(
+                    "decrypted {} version {} to {} ({} bytes, SHA-256 {} matches the UPK)",
+                    dir.display(),
+                    info.version,
+                    out.display(),
+                    info.image_size,
+                    info.image_sha256
+                );
             }
         }
         Command::Demo { keep } => demo::run(keep.as_deref())?,
@@ -101,7 +179,9 @@ fn parse_uids(hexes: &[String]) -> Result<Option<Vec<Vec<u8>>>> {
             hex::decode(h.trim_start_matches("0x"))
                 .ok()
                 .filter(|b| !b.is_empty() && b.len() <= 32)
-                .ok_or_else(|| Error::Usage(format!("--allow-uid {h}: a UID is 1 to 32 bytes of hex")))
+                .ok_or_else(|| {
+                    Error::Usage(format!("--allow-uid {h}: a UID is 1 to 32 bytes of hex"))
+                })
         })
         .collect::<Result<Vec<_>>>()
         .map(Some)
@@ -112,7 +192,10 @@ fn master(a: MasterArgs, pass_file: Option<&Path>) -> Result<()> {
     // Fail on arguments before asking for the passphrase.
     let device_uids = parse_uids(&a.allow_uid)?;
     if a.out.exists() {
-        return Err(Error::AlreadyExists { path: a.out.clone(), what: "output directory" });
+        return Err(Error::AlreadyExists {
+            path: a.out.clone(),
+            what: "output directory",
+        });
     }
     oem.product(a.product)?;
     let pass = passphrase::obtain(pass_file, false)?;
@@ -124,7 +207,11 @@ fn master(a: MasterArgs, pass_file: Option<&Path>) -> Result<()> {
         force: a.force,
         image: a.image,
         format: a.format,
-        load: LoadOptions { max_gap: a.max_gap, raw_load_address: a.load_address, ..LoadOptions::default() },
+        load: LoadOptions {
+            max_gap: a.max_gap,
+            raw_load_address: a.load_address,
+            ..LoadOptions::default()
+        },
         devices: a.device,
         device_uids,
         out: a.out,
@@ -133,8 +220,10 @@ fn master(a: MasterArgs, pass_file: Option<&Path>) -> Result<()> {
     let bar = (std::io::stderr().is_terminal() && !a.json).then(|| {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(
-            indicatif::ProgressStyle::with_template("mastering {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "mastering {bar:40} {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         b
     });
@@ -151,12 +240,28 @@ fn master(a: MasterArgs, pass_file: Option<&Path>) -> Result<()> {
     if a.json {
         print_json(&serde_json::to_value(&r).unwrap_or_default());
     } else {
-        println!("mastered product {} version {} (security counter {}) into {}", r.product, r.version, r.security_counter, r.out.display());
-        println!("  image       {} ({}), {} bytes at 0x{:08x}", req.image.display(), r.image_format, r.image_size, r.load_address);
+        println!(
+            "mastered product {} version {} (security counter {}) into {}",
+            r.product,
+            r.version,
+            r.security_counter,
+            r.out.display()
+        );
+        println!(
+            "  image       {} ({}), {} bytes at 0x{:08x}",
+            req.image.display(),
+            r.image_format,
+            r.image_size,
+            r.load_address
+        );
         println!("  image SHA-256      {}", r.image_sha256);
         println!("  update.enc SHA-256 {}", r.ciphertext_sha256);
         println!("  update.upk SHA-256 {}", r.upk_sha256);
-        println!("  recipients  {} (product key{})", r.recipients, if r.recipients > 1 { " + devices" } else { "" });
+        println!(
+            "  recipients  {} (product key{})",
+            r.recipients,
+            if r.recipients > 1 { " + devices" } else { "" }
+        );
         if r.forced {
             println!("  warning: forced a security counter below the last one mastered");
         }

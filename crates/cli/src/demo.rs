@@ -30,7 +30,10 @@ fn demo_firmware_hex() -> String {
     let mut out = String::new();
     let record = |out: &mut String, addr: u16, kind: u8, data: &[u8]| {
         let mut sum = data.len() as u8;
-        sum = sum.wrapping_add((addr >> 8) as u8).wrapping_add(addr as u8).wrapping_add(kind);
+        sum = sum
+            .wrapping_add((addr >> 8) as u8)
+            .wrapping_add(addr as u8)
+            .wrapping_add(kind);
         let mut line = format!(":{:02X}{:04X}{:02X}", data.len(), addr, kind);
         for b in data {
             sum = sum.wrapping_add(*b);
@@ -60,41 +63,75 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
     let root = match keep {
         Some(p) => {
             std::fs::create_dir(p).map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => Error::AlreadyExists { path: p.to_path_buf(), what: "demo directory" },
-                _ => Error::Io { path: p.to_path_buf(), source: e },
+                std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
+                    path: p.to_path_buf(),
+                    what: "demo directory",
+                },
+                _ => Error::Io {
+                    path: p.to_path_buf(),
+                    source: e,
+                },
             })?;
             p.to_path_buf()
         }
         None => {
-            tmp = tempfile::Builder::new().prefix("trustchain-demo-").tempdir().at("temporary directory")?;
+            tmp = tempfile::Builder::new()
+                .prefix("trustchain-demo-")
+                .tempdir()
+                .at("temporary directory")?;
             tmp.path().to_path_buf()
         }
     };
-    println!("trustchain demo in {} (keystore passphrase: \"{DEMO_PASSPHRASE}\")", root.display());
+    println!(
+        "trustchain demo in {} (keystore passphrase: \"{DEMO_PASSPHRASE}\")",
+        root.display()
+    );
     let pass = Passphrase::new(Zeroizing::new(DEMO_PASSPHRASE.to_string()))?;
     let operator = "demo";
 
     step(1, "Secure development: the OEM creates its key hierarchy");
     let oem_dir = root.join("oem");
     let oem_id = OemId::new(0x1234).ok_or(Error::Crypto("OEM ID"))?;
-    let init = OemDir::init(&oem_dir, oem_id, "Acme Devices", &pass, KdfParams::RECOMMENDED, operator)?;
-    println!("    OEM 0x1234 'Acme Devices': root.pem, device-ca.pem, mastering.pem, sealed keystore");
+    let init = OemDir::init(
+        &oem_dir,
+        oem_id,
+        "Acme Devices",
+        &pass,
+        KdfParams::RECOMMENDED,
+        operator,
+    )?;
+    println!(
+        "    OEM 0x1234 'Acme Devices': root.pem, device-ca.pem, mastering.pem, sealed keystore"
+    );
     println!("    root certificate SHA-256 {}", init.root_sha256);
     let oem = OemDir::open(&oem_dir)?;
     let mut ks = oem.unlock(&pass)?;
 
-    step(2, "Secure development: the OEM creates a product (key-agreement key + certificate template)");
+    step(
+        2,
+        "Secure development: the OEM creates a product (key-agreement key + certificate template)",
+    );
     let product = ProductId::new(1).ok_or(Error::Crypto("product ID"))?;
     let p = Product::create(&oem, &mut ks, product, "Thermostat", None, operator)?;
-    println!("    product 1 'Thermostat', product key kid {}", &p.product_key_kid[..16]);
+    println!(
+        "    product 1 'Thermostat', product key kid {}",
+        &p.product_key_kid[..16]
+    );
 
-    step(3, "Secure mastering: firmware.hex (Intel HEX) -> update.upk + update.enc");
+    step(
+        3,
+        "Secure mastering: firmware.hex (Intel HEX) -> update.upk + update.enc",
+    );
     let fw = root.join("firmware.hex");
     std::fs::write(&fw, demo_firmware_hex()).at(&fw)?;
     let rel = root.join("release-1.0.0");
     let req = MasterRequest {
         product,
-        version: Version { major: 1, minor: 0, patch: 0 },
+        version: Version {
+            major: 1,
+            minor: 0,
+            patch: 0,
+        },
         security_counter: None,
         force: false,
         image: fw.clone(),
@@ -106,11 +143,23 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
         operator: operator.into(),
     };
     let m = master_release(&oem, &ks, &req, &|_, _| {})?;
-    println!("    {} bytes at 0x{:08x}, counter {}, image SHA-256 {}", m.image_size, m.load_address, m.security_counter, &m.image_sha256[..16]);
+    println!(
+        "    {} bytes at 0x{:08x}, counter {}, image SHA-256 {}",
+        m.image_size,
+        m.load_address,
+        m.security_counter,
+        &m.image_sha256[..16]
+    );
 
-    step(4, "Anyone: verify the release against the OEM root, without any key");
+    step(
+        4,
+        "Anyone: verify the release against the OEM root, without any key",
+    );
     let info = release::verify_release(&rel, &oem.root_der()?)?;
-    println!("    OK: signed by '{}', update.enc digest and size match", info.signer);
+    println!(
+        "    OK: signed by '{}', update.enc digest and size match",
+        info.signer
+    );
 
     step(5, "Anyone: inspect the UPK");
     let i = inspect::inspect(&rel.join("update.upk"))?;
@@ -118,7 +167,10 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
         println!("    {line}");
     }
 
-    step(6, "OEM: decrypt with the product key and compare with the firmware");
+    step(
+        6,
+        "OEM: decrypt with the product key and compare with the firmware",
+    );
     let out = root.join("decrypted.bin");
     release::decrypt_release(&oem, &ks, &rel, &out)?;
     let plain = std::fs::read(&out).at(&out)?;
@@ -129,7 +181,11 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
 
     step(7, "Anti-rollback: mastering an older version is refused");
     let mut old = req.clone();
-    old.version = Version { major: 0, minor: 9, patch: 0 };
+    old.version = Version {
+        major: 0,
+        minor: 9,
+        patch: 0,
+    };
     old.out = root.join("release-0.9.0");
     match master_release(&oem, &ks, &old, &|_, _| {}) {
         Err(e @ Error::CounterRollback { .. }) => println!("    refused: {e}"),
@@ -138,10 +194,24 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
     }
 
     println!("\nmade:");
-    for rel_path in ["oem/root.pem", "oem/device-ca.pem", "oem/mastering.pem", "oem/keystore/", "oem/products/1/", "oem/audit.log", "firmware.hex", "release-1.0.0/update.upk", "release-1.0.0/update.enc", "decrypted.bin"] {
+    for rel_path in [
+        "oem/root.pem",
+        "oem/device-ca.pem",
+        "oem/mastering.pem",
+        "oem/keystore/",
+        "oem/products/1/",
+        "oem/audit.log",
+        "firmware.hex",
+        "release-1.0.0/update.upk",
+        "release-1.0.0/update.enc",
+        "decrypted.bin",
+    ] {
         println!("  {}", root.join(rel_path).display());
     }
-    println!("audit log: {} records, hash chain intact", oem.audit().records()?.len());
+    println!(
+        "audit log: {} records, hash chain intact",
+        oem.audit().records()?.len()
+    );
     if keep.is_none() {
         println!("(temporary directory removed; pass --keep DIR to keep it)");
     }

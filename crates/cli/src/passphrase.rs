@@ -19,21 +19,30 @@ pub fn obtain(file: Option<&Path>, confirm: bool) -> Result<Passphrase> {
         return Passphrase::new(Zeroizing::new(v));
     }
     if !std::io::stdin().is_terminal() {
-        return Err(Error::NoPassphrase { reason: "not running on a terminal, and none was given".into() });
+        return Err(Error::NoPassphrase {
+            reason: "not running on a terminal, and none was given".into(),
+        });
     }
-    let first = Zeroizing::new(
-        rpassword::prompt_password("keystore passphrase: ")
-            .map_err(|e| Error::NoPassphrase { reason: e.to_string() })?,
-    );
+    let first = Zeroizing::new(rpassword::prompt_password("keystore passphrase: ").map_err(
+        |e| Error::NoPassphrase {
+            reason: e.to_string(),
+        },
+    )?);
     if confirm {
-        let second = Zeroizing::new(
-            rpassword::prompt_password("again: ").map_err(|e| Error::NoPassphrase { reason: e.to_string() })?,
-        );
+        let second = Zeroizing::new(rpassword::prompt_password("again: ").map_err(|e| {
+            Error::NoPassphrase {
+                reason: e.to_string(),
+            }
+        })?);
         if *first != *second {
-            return Err(Error::NoPassphrase { reason: "the two entries differ".into() });
+            return Err(Error::NoPassphrase {
+                reason: "the two entries differ".into(),
+            });
         }
         if first.chars().count() < 12 {
-            eprintln!("warning: a passphrase under 12 characters is weak protection for the OEM's keys");
+            eprintln!(
+                "warning: a passphrase under 12 characters is weak protection for the OEM's keys"
+            );
         }
     }
     Passphrase::new(first)

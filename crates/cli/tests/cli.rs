@@ -15,16 +15,32 @@ fn tc(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
 }
 
 fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Fails with exactly one `error:` line naming `needle`.
 fn fails_with(out: &Output, needle: &str) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "should fail: {}", String::from_utf8_lossy(&out.stdout));
-    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
-    assert!(err.contains(needle), "stderr should mention {needle:?}: {err}");
+    assert!(
+        !out.status.success(),
+        "should fail: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains(needle),
+        "stderr should mention {needle:?}: {err}"
+    );
     err
 }
 
@@ -56,9 +72,29 @@ fn setup() -> Env {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     let oem = root.join("oem");
-    ok(&tc(&[&"oem", &"init", &oem, &"--oem-id", &"0x1234", &"--name", &"Acme"]));
-    ok(&tc(&[&"oem", &"product", &oem, &"--product-id", &"7", &"--name", &"Thermostat"]));
-    Env { _tmp: tmp, root, oem }
+    ok(&tc(&[
+        &"oem",
+        &"init",
+        &oem,
+        &"--oem-id",
+        &"0x1234",
+        &"--name",
+        &"Acme",
+    ]));
+    ok(&tc(&[
+        &"oem",
+        &"product",
+        &oem,
+        &"--product-id",
+        &"7",
+        &"--name",
+        &"Thermostat",
+    ]));
+    Env {
+        _tmp: tmp,
+        root,
+        oem,
+    }
 }
 
 fn image(env: &Env, name: &str, len: usize) -> PathBuf {
@@ -71,7 +107,16 @@ fn image(env: &Env, name: &str, len: usize) -> PathBuf {
 #[test]
 fn oem_init_makes_a_hierarchy_openssl_accepts() {
     let env = setup();
-    for f in ["root.pem", "device-ca.pem", "mastering.pem", "oem.toml", "audit.log", "keystore/keystore.toml", "products/7/template.toml", "products/7/product-key.pem"] {
+    for f in [
+        "root.pem",
+        "device-ca.pem",
+        "mastering.pem",
+        "oem.toml",
+        "audit.log",
+        "keystore/keystore.toml",
+        "products/7/template.toml",
+        "products/7/product-key.pem",
+    ] {
         assert!(env.oem.join(f).is_file(), "{f}");
     }
     let out = Command::new("openssl")
@@ -81,14 +126,31 @@ fn oem_init_makes_a_hierarchy_openssl_accepts() {
         .arg(env.oem.join("mastering.pem"))
         .output()
         .expect("openssl is installed by .ci/run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The certificates carry the OEM ID and sane validity.
-    let json: serde_json::Value = serde_json::from_str(&ok(&tc(&[&"inspect", &env.oem.join("root.pem"), &"--json"]))).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&ok(&tc(&[
+        &"inspect",
+        &env.oem.join("root.pem"),
+        &"--json",
+    ])))
+    .unwrap();
     assert_eq!(json["details"]["oem_id"], 0x1234);
     assert_eq!(json["details"]["ca"], 2);
     let not_after = json["details"]["not_after"].as_str().unwrap();
-    assert!(not_after.starts_with("204") || not_after.starts_with("205"), "{not_after}");
-    let m: serde_json::Value = serde_json::from_str(&ok(&tc(&[&"inspect", &env.oem.join("mastering.pem"), &"--json"]))).unwrap();
+    assert!(
+        not_after.starts_with("204") || not_after.starts_with("205"),
+        "{not_after}"
+    );
+    let m: serde_json::Value = serde_json::from_str(&ok(&tc(&[
+        &"inspect",
+        &env.oem.join("mastering.pem"),
+        &"--json",
+    ])))
+    .unwrap();
     assert_eq!(m["details"]["extended_key_usage"][0], "1.3.6.1.5.5.7.3.3");
     // No private key bytes in the clear anywhere: every key file is sealed.
     for (p, bytes) in snapshot(&env.oem) {
@@ -102,13 +164,36 @@ fn master_verify_decrypt_round_trip_raw_image() {
     let env = setup();
     let img = image(&env, "fw.bin", 100_000);
     let rel = env.root.join("rel");
-    let out = ok(&tc(&[&"master", &env.oem, &"--product", &"7", &"--version", &"1.2.3", &"--image", &img, &"--out", &rel, &"--load-address", &"0x08000000", &"--json"]));
+    let out = ok(&tc(&[
+        &"master",
+        &env.oem,
+        &"--product",
+        &"7",
+        &"--version",
+        &"1.2.3",
+        &"--image",
+        &img,
+        &"--out",
+        &rel,
+        &"--load-address",
+        &"0x08000000",
+        &"--json",
+    ]));
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["security_counter"], (1u64 << 32) | (2 << 16) | 3);
-    let mut names: Vec<_> = std::fs::read_dir(&rel).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(&rel)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     names.sort();
     assert_eq!(names, ["update.enc", "update.upk"], "exactly two files");
-    let v = ok(&tc(&[&"verify", &rel, &"--root", &env.oem.join("root.pem"), &"--json"]));
+    let v = ok(&tc(&[
+        &"verify",
+        &rel,
+        &"--root",
+        &env.oem.join("root.pem"),
+        &"--json",
+    ]));
     let v: serde_json::Value = serde_json::from_str(&v).unwrap();
     assert_eq!(v["release"]["load_address"], 0x0800_0000u64);
     let dec = env.root.join("fw.out");
@@ -116,11 +201,18 @@ fn master_verify_decrypt_round_trip_raw_image() {
     assert_eq!(std::fs::read(&dec).unwrap(), std::fs::read(&img).unwrap());
     // The ciphertext does not contain the plaintext.
     let enc = std::fs::read(rel.join("update.enc")).unwrap();
-    assert!(!enc.windows(64).any(|w| w == &std::fs::read(&img).unwrap()[1000..1064]));
+    assert!(!enc
+        .windows(64)
+        .any(|w| w == &std::fs::read(&img).unwrap()[1000..1064]));
     // Audited.
     let log = std::fs::read_to_string(env.oem.join("audit.log")).unwrap();
-    assert!(log.lines().last().unwrap().contains("\"action\":\"master\""));
-    let i: serde_json::Value = serde_json::from_str(&ok(&tc(&[&"inspect", &rel.join("update.upk"), &"--json"]))).unwrap();
+    assert!(log
+        .lines()
+        .last()
+        .unwrap()
+        .contains("\"action\":\"master\""));
+    let i: serde_json::Value =
+        serde_json::from_str(&ok(&tc(&[&"inspect", &rel.join("update.upk"), &"--json"]))).unwrap();
     assert_eq!(i["details"]["version"], "1.2.3");
     assert_eq!(i["details"]["recipients"].as_array().unwrap().len(), 1);
 }
@@ -135,8 +227,24 @@ fn master_intel_hex_with_device_recipient_and_uid_list() {
     let device_key = env.root.join("device.pem");
     std::fs::copy(env.oem.join("products/7/product-key.pem"), &device_key).unwrap();
     let rel = env.root.join("rel");
-    ok(&tc(&[&"master", &env.oem, &"--product", &"7", &"--version", &"2.0.0", &"--image", &img, &"--out", &rel, &"--device", &device_key, &"--allow-uid", &"00112233"]));
-    let i: serde_json::Value = serde_json::from_str(&ok(&tc(&[&"inspect", &rel.join("update.upk"), &"--json"]))).unwrap();
+    ok(&tc(&[
+        &"master",
+        &env.oem,
+        &"--product",
+        &"7",
+        &"--version",
+        &"2.0.0",
+        &"--image",
+        &img,
+        &"--out",
+        &rel,
+        &"--device",
+        &device_key,
+        &"--allow-uid",
+        &"00112233",
+    ]));
+    let i: serde_json::Value =
+        serde_json::from_str(&ok(&tc(&[&"inspect", &rel.join("update.upk"), &"--json"]))).unwrap();
     assert_eq!(i["details"]["load_address"], "0x08000000");
     assert_eq!(i["details"]["image_size"], 48);
     assert_eq!(i["details"]["recipients"].as_array().unwrap().len(), 2);
@@ -156,22 +264,57 @@ fn bad_inputs_get_one_clear_error_and_change_nothing() {
     let before = snapshot(&env.oem);
     let rel = env.root.join("rel");
     let m = |extra: &[&dyn AsRef<std::ffi::OsStr>]| {
-        let mut a: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"master", &env.oem, &"--product", &"7", &"--version", &"1.0.0", &"--out", &rel];
+        let mut a: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"master",
+            &env.oem,
+            &"--product",
+            &"7",
+            &"--version",
+            &"1.0.0",
+            &"--out",
+            &rel,
+        ];
         a.extend_from_slice(extra);
         tc(&a)
     };
     // Missing image, garbled Intel HEX, empty image.
     fails_with(&m(&[&"--image", &env.root.join("nope.bin")]), "nope.bin");
     let garbled = env.root.join("bad.hex");
-    std::fs::write(&garbled, ":10000000000102030405060708090A0B0C0D0E0F00\n:00000001FF\n").unwrap();
+    std::fs::write(
+        &garbled,
+        ":10000000000102030405060708090A0B0C0D0E0F00\n:00000001FF\n",
+    )
+    .unwrap();
     fails_with(&m(&[&"--image", &garbled]), "checksum");
     let empty = env.root.join("empty.bin");
     std::fs::write(&empty, b"").unwrap();
     fails_with(&m(&[&"--image", &empty]), "empty");
     // Missing product, missing OEM directory.
-    let out = tc(&[&"master", &env.oem, &"--product", &"8", &"--version", &"1.0.0", &"--image", &img, &"--out", &rel]);
+    let out = tc(&[
+        &"master",
+        &env.oem,
+        &"--product",
+        &"8",
+        &"--version",
+        &"1.0.0",
+        &"--image",
+        &img,
+        &"--out",
+        &rel,
+    ]);
     fails_with(&out, "product 8 does not exist");
-    let out = tc(&[&"master", &env.root.join("no-oem"), &"--product", &"7", &"--version", &"1.0.0", &"--image", &img, &"--out", &rel]);
+    let out = tc(&[
+        &"master",
+        &env.root.join("no-oem"),
+        &"--product",
+        &"7",
+        &"--version",
+        &"1.0.0",
+        &"--image",
+        &img,
+        &"--out",
+        &rel,
+    ]);
     fails_with(&out, "no-oem");
     // Wrong passphrase.
     let out = Command::new(env!("CARGO_BIN_EXE_trustchain"))
@@ -195,7 +338,18 @@ fn bad_inputs_get_one_clear_error_and_change_nothing() {
     fails_with(&m(&[&"--image", &img]), "already exists");
     assert_eq!(std::fs::read_dir(&rel).unwrap().count(), 0);
     // oem init over an existing directory.
-    fails_with(&tc(&[&"oem", &"init", &env.oem, &"--oem-id", &"1", &"--name", &"x"]), "already exists");
+    fails_with(
+        &tc(&[
+            &"oem",
+            &"init",
+            &env.oem,
+            &"--oem-id",
+            &"1",
+            &"--name",
+            &"x",
+        ]),
+        "already exists",
+    );
     assert_eq!(snapshot(&env.oem), before);
 }
 
@@ -203,12 +357,47 @@ fn bad_inputs_get_one_clear_error_and_change_nothing() {
 fn rollback_is_refused_unless_forced() {
     let env = setup();
     let img = image(&env, "fw.bin", 3000);
-    ok(&tc(&[&"master", &env.oem, &"--product", &"7", &"--version", &"1.5.0", &"--image", &img, &"--out", &env.root.join("r1")]));
-    let out = tc(&[&"master", &env.oem, &"--product", &"7", &"--version", &"1.4.9", &"--image", &img, &"--out", &env.root.join("r2")]);
+    ok(&tc(&[
+        &"master",
+        &env.oem,
+        &"--product",
+        &"7",
+        &"--version",
+        &"1.5.0",
+        &"--image",
+        &img,
+        &"--out",
+        &env.root.join("r1"),
+    ]));
+    let out = tc(&[
+        &"master",
+        &env.oem,
+        &"--product",
+        &"7",
+        &"--version",
+        &"1.4.9",
+        &"--image",
+        &img,
+        &"--out",
+        &env.root.join("r2"),
+    ]);
     let err = fails_with(&out, "below");
     assert!(err.contains("--force"));
     assert!(!env.root.join("r2").exists());
-    let out = tc(&[&"master", &env.oem, &"--product", &"7", &"--version", &"1.4.9", &"--image", &img, &"--out", &env.root.join("r3"), &"--force", &"--json"]);
+    let out = tc(&[
+        &"master",
+        &env.oem,
+        &"--product",
+        &"7",
+        &"--version",
+        &"1.4.9",
+        &"--image",
+        &img,
+        &"--out",
+        &env.root.join("r3"),
+        &"--force",
+        &"--json",
+    ]);
     let r: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
     assert_eq!(r["forced"], true);
 }
@@ -218,7 +407,18 @@ fn verify_refuses_tampered_truncated_and_foreign_releases() {
     let env = setup();
     let img = image(&env, "fw.bin", 9000);
     let rel = env.root.join("rel");
-    ok(&tc(&[&"master", &env.oem, &"--product", &"7", &"--version", &"1.0.0", &"--image", &img, &"--out", &rel]));
+    ok(&tc(&[
+        &"master",
+        &env.oem,
+        &"--product",
+        &"7",
+        &"--version",
+        &"1.0.0",
+        &"--image",
+        &img,
+        &"--out",
+        &rel,
+    ]));
     let root = env.oem.join("root.pem");
     let upk = std::fs::read(rel.join("update.upk")).unwrap();
     let enc = std::fs::read(rel.join("update.enc")).unwrap();
@@ -231,22 +431,64 @@ fn verify_refuses_tampered_truncated_and_foreign_releases() {
     };
     let mut flipped = enc.clone();
     flipped[4000] ^= 1;
-    fails_with(&tc(&[&"verify", &copy("t1", &upk, &flipped), &"--root", &root]), "differs from the ciphertext digest");
-    fails_with(&tc(&[&"verify", &copy("t2", &upk, &enc[..enc.len() - 1]), &"--root", &root]), "bytes but the UPK says");
-    fails_with(&tc(&[&"verify", &copy("t3", &upk[..upk.len() - 10], &enc), &"--root", &root]), "update.upk");
+    fails_with(
+        &tc(&[&"verify", &copy("t1", &upk, &flipped), &"--root", &root]),
+        "differs from the ciphertext digest",
+    );
+    fails_with(
+        &tc(&[
+            &"verify",
+            &copy("t2", &upk, &enc[..enc.len() - 1]),
+            &"--root",
+            &root,
+        ]),
+        "bytes but the UPK says",
+    );
+    fails_with(
+        &tc(&[
+            &"verify",
+            &copy("t3", &upk[..upk.len() - 10], &enc),
+            &"--root",
+            &root,
+        ]),
+        "update.upk",
+    );
     let mut sig = upk.clone();
     let n = sig.len();
     sig[n - 5] ^= 1;
-    fails_with(&tc(&[&"verify", &copy("t4", &sig, &enc), &"--root", &root]), "signature does not verify");
+    fails_with(
+        &tc(&[&"verify", &copy("t4", &sig, &enc), &"--root", &root]),
+        "signature does not verify",
+    );
     // Another OEM's root.
     let other = env.root.join("other");
-    ok(&tc(&[&"oem", &"init", &other, &"--oem-id", &"99", &"--name", &"Other"]));
-    fails_with(&tc(&[&"verify", &rel, &"--root", &other.join("root.pem")]), "chain does not validate");
+    ok(&tc(&[
+        &"oem",
+        &"init",
+        &other,
+        &"--oem-id",
+        &"99",
+        &"--name",
+        &"Other",
+    ]));
+    fails_with(
+        &tc(&[&"verify", &rel, &"--root", &other.join("root.pem")]),
+        "chain does not validate",
+    );
     // A garbled certificate as root.
     fails_with(&tc(&[&"verify", &rel, &"--root", &img]), "fw.bin");
     // The decrypt side also refuses a tampered image and leaves no output.
     let out = env.root.join("dec.bin");
-    fails_with(&tc(&[&"decrypt", &env.oem, &copy("t5", &upk, &flipped), &"--out", &out]), "update.enc");
+    fails_with(
+        &tc(&[
+            &"decrypt",
+            &env.oem,
+            &copy("t5", &upk, &flipped),
+            &"--out",
+            &out,
+        ]),
+        "update.enc",
+    );
     assert!(!out.exists());
 }
 

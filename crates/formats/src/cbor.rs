@@ -37,7 +37,9 @@ const fn canonical_rank(key: i64) -> (u8, u64) {
 
 impl<'b> Reader<'b> {
     pub(crate) fn new(bytes: &'b [u8]) -> Self {
-        Self { d: Decoder::new(bytes) }
+        Self {
+            d: Decoder::new(bytes),
+        }
     }
 
     pub(crate) fn position(&self) -> usize {
@@ -80,7 +82,14 @@ impl<'b> Reader<'b> {
     pub(crate) fn int(&mut self, expected: &'static str) -> Result<i64, FormatError> {
         let start = self.position();
         match self.datatype()? {
-            Type::U8 | Type::U16 | Type::U32 | Type::U64 | Type::I8 | Type::I16 | Type::I32 | Type::I64 => {
+            Type::U8
+            | Type::U16
+            | Type::U32
+            | Type::U64
+            | Type::I8
+            | Type::I16
+            | Type::I32
+            | Type::I64 => {
                 let v = self.d.i64().map_err(|_| Self::mismatch(start, expected))?;
                 let arg = if v < 0 { (-1 - v) as u64 } else { v as u64 };
                 self.canonical(start, arg, 0)?;
@@ -91,14 +100,22 @@ impl<'b> Reader<'b> {
     }
 
     /// A definite-length byte string of at most `max` bytes.
-    pub(crate) fn bstr(&mut self, field: &'static str, max: usize) -> Result<&'b [u8], FormatError> {
+    pub(crate) fn bstr(
+        &mut self,
+        field: &'static str,
+        max: usize,
+    ) -> Result<&'b [u8], FormatError> {
         let start = self.position();
         match self.datatype()? {
             Type::Bytes => {
                 let b = self.d.bytes()?;
                 self.canonical(start, b.len() as u64, b.len())?;
                 if b.len() > max {
-                    return Err(FormatError::TooLarge { field, max: max as u64, found: b.len() as u64 });
+                    return Err(FormatError::TooLarge {
+                        field,
+                        max: max as u64,
+                        found: b.len() as u64,
+                    });
                 }
                 Ok(b)
             }
@@ -113,7 +130,10 @@ impl<'b> Reader<'b> {
         field: &'static str,
     ) -> Result<&'b [u8; N], FormatError> {
         let b = self.bstr(field, N)?;
-        b.try_into().map_err(|_| FormatError::InvalidValue { field, expected: "a byte string of the fixed length" })
+        b.try_into().map_err(|_| FormatError::InvalidValue {
+            field,
+            expected: "a byte string of the fixed length",
+        })
     }
 
     /// The head of a definite-length array; returns its length.
@@ -121,7 +141,10 @@ impl<'b> Reader<'b> {
         let start = self.position();
         match self.datatype()? {
             Type::Array => {
-                let n = self.d.array()?.ok_or(FormatError::NonCanonical { at: start })?;
+                let n = self
+                    .d
+                    .array()?
+                    .ok_or(FormatError::NonCanonical { at: start })?;
                 self.canonical(start, n, 0)?;
                 Ok(n)
             }
@@ -144,7 +167,10 @@ impl<'b> Reader<'b> {
         let start = self.position();
         match self.datatype()? {
             Type::Map => {
-                let n = self.d.map()?.ok_or(FormatError::NonCanonical { at: start })?;
+                let n = self
+                    .d
+                    .map()?
+                    .ok_or(FormatError::NonCanonical { at: start })?;
                 self.canonical(start, n, 0)?;
                 Ok(MapKeys { remaining: n })
             }
@@ -246,6 +272,20 @@ pub(crate) struct MapKeys {
     remaining: u64,
 }
 
+/// Encodes into a vector. Writing to a `Vec` cannot fail and the encoders of
+/// this crate write only plain items, so an error here is a bug.
+#[cfg(feature = "alloc")]
+pub(crate) fn to_vec(
+    f: impl FnOnce(
+        &mut minicbor::Encoder<alloc::vec::Vec<u8>>,
+    ) -> Result<(), minicbor::encode::Error<core::convert::Infallible>>,
+) -> alloc::vec::Vec<u8> {
+    let mut e = minicbor::Encoder::new(alloc::vec::Vec::new());
+    #[allow(clippy::expect_used)]
+    f(&mut e).expect("CBOR encoding into a Vec is infallible");
+    e.into_writer()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,13 +293,25 @@ mod tests {
     #[test]
     fn rejects_non_shortest_integers_and_lengths() {
         // 5 encoded with a one-byte argument.
-        assert_eq!(Reader::new(&[0x18, 0x05]).uint("x"), Err(FormatError::NonCanonical { at: 0 }));
+        assert_eq!(
+            Reader::new(&[0x18, 0x05]).uint("x"),
+            Err(FormatError::NonCanonical { at: 0 })
+        );
         // -1 encoded with a one-byte argument.
-        assert_eq!(Reader::new(&[0x38, 0x00]).int("x"), Err(FormatError::NonCanonical { at: 0 }));
+        assert_eq!(
+            Reader::new(&[0x38, 0x00]).int("x"),
+            Err(FormatError::NonCanonical { at: 0 })
+        );
         // A 1-byte bstr with a one-byte length.
-        assert_eq!(Reader::new(&[0x58, 0x01, 0xaa]).bstr("x", 8), Err(FormatError::NonCanonical { at: 0 }));
+        assert_eq!(
+            Reader::new(&[0x58, 0x01, 0xaa]).bstr("x", 8),
+            Err(FormatError::NonCanonical { at: 0 })
+        );
         // Indefinite-length array.
-        assert_eq!(Reader::new(&[0x9f, 0xff]).array("x"), Err(FormatError::NonCanonical { at: 0 }));
+        assert_eq!(
+            Reader::new(&[0x9f, 0xff]).array("x"),
+            Err(FormatError::NonCanonical { at: 0 })
+        );
         assert_eq!(Reader::new(&[0x18, 0x18]).uint("x"), Ok(24));
     }
 
@@ -267,9 +319,16 @@ mod tests {
     fn bounds_and_truncation() {
         assert_eq!(
             Reader::new(&[0x43, 1, 2, 3]).bstr("field", 2),
-            Err(FormatError::TooLarge { field: "field", max: 2, found: 3 })
+            Err(FormatError::TooLarge {
+                field: "field",
+                max: 2,
+                found: 3
+            })
         );
-        assert_eq!(Reader::new(&[0x43, 1, 2]).bstr("field", 8), Err(FormatError::Truncated));
+        assert_eq!(
+            Reader::new(&[0x43, 1, 2]).bstr("field", 8),
+            Err(FormatError::Truncated)
+        );
         assert_eq!(Reader::new(&[]).uint("x"), Err(FormatError::Truncated));
         let mut r = Reader::new(&[0x01, 0x02]);
         r.uint("x").unwrap();
@@ -291,27 +350,19 @@ mod tests {
         let bad = [0xa2, 0x02, 0x00, 0x01, 0x00];
         let mut r = Reader::new(&bad);
         let mut k = r.map("m").unwrap();
-        assert_eq!(r.required_key(&mut k, 1, "a"), Err(FormatError::MissingKey { key: 1, field: "a" }));
+        assert_eq!(
+            r.required_key(&mut k, 1, "a"),
+            Err(FormatError::MissingKey { key: 1, field: "a" })
+        );
         // {1: 0, 1: 0}: duplicate.
         let dup = [0xa2, 0x01, 0x00, 0x01, 0x00];
         let mut r = Reader::new(&dup);
         let mut k = r.map("m").unwrap();
         r.required_key(&mut k, 1, "a").unwrap();
         r.uint("v").unwrap();
-        assert_eq!(r.end_map(k), Err(FormatError::UnexpectedKey { at: 3, key: 1 }));
+        assert_eq!(
+            r.end_map(k),
+            Err(FormatError::UnexpectedKey { at: 3, key: 1 })
+        );
     }
-}
-
-/// Encodes into a vector. Writing to a `Vec` cannot fail and the encoders of
-/// this crate write only plain items, so an error here is a bug.
-#[cfg(feature = "alloc")]
-pub(crate) fn to_vec(
-    f: impl FnOnce(
-        &mut minicbor::Encoder<alloc::vec::Vec<u8>>,
-    ) -> Result<(), minicbor::encode::Error<core::convert::Infallible>>,
-) -> alloc::vec::Vec<u8> {
-    let mut e = minicbor::Encoder::new(alloc::vec::Vec::new());
-    #[allow(clippy::expect_used)]
-    f(&mut e).expect("CBOR encoding into a Vec is infallible");
-    e.into_writer()
 }

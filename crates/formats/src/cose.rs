@@ -44,13 +44,15 @@ pub const PROTECTED_CONTENT: [u8; 7] = [0xa1, 0x01, 0x3a, 0x00, 0x01, 0x11, 0x70
 /// The COSE_KDF_Context (RFC 9053 §5.2) of every ECDH-ES + A128KW recipient:
 /// `[-3, [nil, nil, nil], [nil, nil, nil], [128, h'A101381C']]`.
 pub const KDF_CONTEXT_A128KW: [u8; 18] = [
-    0x84, 0x22, 0x83, 0xf6, 0xf6, 0xf6, 0x83, 0xf6, 0xf6, 0xf6, 0x82, 0x18, 0x80, 0x44, 0xa1, 0x01, 0x38, 0x1c,
+    0x84, 0x22, 0x83, 0xf6, 0xf6, 0xf6, 0x83, 0xf6, 0xf6, 0xf6, 0x82, 0x18, 0x80, 0x44, 0xa1, 0x01,
+    0x38, 0x1c,
 ];
 
 /// The AAD of every chunk of the encrypted image: the COSE Enc_structure
 /// (RFC 9052 §5.3) `["Encrypt", h'A1013A00011170', h'']`.
 pub const CONTENT_AAD: [u8; 18] = [
-    0x83, 0x67, b'E', b'n', b'c', b'r', b'y', b'p', b't', 0x47, 0xa1, 0x01, 0x3a, 0x00, 0x01, 0x11, 0x70, 0x40,
+    0x83, 0x67, b'E', b'n', b'c', b'r', b'y', b'p', b't', 0x47, 0xa1, 0x01, 0x3a, 0x00, 0x01, 0x11,
+    0x70, 0x40,
 ];
 
 /// Bounds.
@@ -125,7 +127,9 @@ impl<'a> Sign1<'a> {
         r.array_of(4, "the 4-element COSE_Sign1 array")?;
         let protected = r.bstr("protected header", PROTECTED_ES256.len())?;
         if protected != PROTECTED_ES256 {
-            return Err(FormatError::UnsupportedAlgorithm { field: "COSE_Sign1 protected header (only ES256)" });
+            return Err(FormatError::UnsupportedAlgorithm {
+                field: "COSE_Sign1 protected header (only ES256)",
+            });
         }
         let mut keys = r.map("the unprotected header map")?;
         let x5chain = if r.key(&mut keys, HDR_X5CHAIN)? {
@@ -137,7 +141,12 @@ impl<'a> Sign1<'a> {
         let payload = r.bstr("payload", max_payload)?;
         let signature = r.bstr_exact::<64>("signature")?;
         r.finish()?;
-        Ok(Self { protected, x5chain, payload, signature })
+        Ok(Self {
+            protected,
+            x5chain,
+            payload,
+            signature,
+        })
     }
 
     /// The Sig_structure this signature covers (host side).
@@ -151,9 +160,15 @@ impl<'a> Sign1<'a> {
 
 /// Encodes a tagged COSE_Sign1 with ES256.
 #[cfg(feature = "alloc")]
-pub fn encode_sign1(x5chain: Option<&[u8]>, payload: &[u8], signature: &[u8; 64]) -> alloc::vec::Vec<u8> {
+pub fn encode_sign1(
+    x5chain: Option<&[u8]>,
+    payload: &[u8],
+    signature: &[u8; 64],
+) -> alloc::vec::Vec<u8> {
     crate::cbor::to_vec(|e| {
-        e.tag(minicbor::data::Tag::new(TAG_SIGN1))?.array(4)?.bytes(&PROTECTED_ES256)?;
+        e.tag(minicbor::data::Tag::new(TAG_SIGN1))?
+            .array(4)?
+            .bytes(&PROTECTED_ES256)?;
         match x5chain {
             Some(cert) => {
                 e.map(1)?.i64(HDR_X5CHAIN)?.bytes(cert)?;
@@ -164,7 +179,7 @@ pub fn encode_sign1(x5chain: Option<&[u8]>, payload: &[u8], signature: &[u8; 64]
         }
         e.bytes(payload)?.bytes(signature)?;
         Ok(())
-        })
+    })
 }
 
 /// A P-256 public point (affine coordinates).
@@ -192,7 +207,10 @@ impl EcPoint {
         if sec1.len() != 65 || sec1[0] != 0x04 {
             return None;
         }
-        let mut p = EcPoint { x: [0; 32], y: [0; 32] };
+        let mut p = EcPoint {
+            x: [0; 32],
+            y: [0; 32],
+        };
         p.x.copy_from_slice(&sec1[1..33]);
         p.y.copy_from_slice(&sec1[33..]);
         Some(p)
@@ -214,7 +232,9 @@ fn parse_recipient<'a>(r: &mut Reader<'a>) -> Result<Recipient<'a>, FormatError>
     r.array_of(3, "a 3-element COSE_recipient array")?;
     let protected = r.bstr("recipient protected header", PROTECTED_ECDH_ES_A128KW.len())?;
     if protected != PROTECTED_ECDH_ES_A128KW {
-        return Err(FormatError::UnsupportedAlgorithm { field: "recipient (only ECDH-ES + A128KW)" });
+        return Err(FormatError::UnsupportedAlgorithm {
+            field: "recipient (only ECDH-ES + A128KW)",
+        });
     }
     let mut keys = r.map("recipient unprotected header")?;
     r.required_key(&mut keys, HDR_KID, "recipient kid")?;
@@ -223,7 +243,11 @@ fn parse_recipient<'a>(r: &mut Reader<'a>) -> Result<Recipient<'a>, FormatError>
     let ephemeral = parse_cose_key(r)?;
     r.end_map(keys)?;
     let wrapped_key = r.bstr_exact::<{ limits::WRAPPED_KEY_LEN }>("wrapped content key")?;
-    Ok(Recipient { kid, ephemeral, wrapped_key })
+    Ok(Recipient {
+        kid,
+        ephemeral,
+        wrapped_key,
+    })
 }
 
 /// COSE_Key `{1: 2 (EC2), -1: 1 (P-256), -2: x, -3: y}` (RFC 9053 §7.1.1).
@@ -231,11 +255,15 @@ fn parse_cose_key(r: &mut Reader<'_>) -> Result<EcPoint, FormatError> {
     let mut keys = r.map("COSE_Key map")?;
     r.required_key(&mut keys, 1, "COSE_Key kty")?;
     if r.int("kty")? != 2 {
-        return Err(FormatError::UnsupportedAlgorithm { field: "COSE_Key kty (only EC2)" });
+        return Err(FormatError::UnsupportedAlgorithm {
+            field: "COSE_Key kty (only EC2)",
+        });
     }
     r.required_key(&mut keys, -1, "COSE_Key crv")?;
     if r.int("crv")? != 1 {
-        return Err(FormatError::UnsupportedAlgorithm { field: "COSE_Key crv (only P-256)" });
+        return Err(FormatError::UnsupportedAlgorithm {
+            field: "COSE_Key crv (only P-256)",
+        });
     }
     r.required_key(&mut keys, -2, "COSE_Key x")?;
     let x = *r.bstr_exact::<32>("COSE_Key x")?;
@@ -261,17 +289,26 @@ impl<'a> EncryptionInfo<'a> {
         r.array_of(4, "the 4-element COSE_Encrypt array")?;
         let protected = r.bstr("content protected header", PROTECTED_CONTENT.len())?;
         if protected != PROTECTED_CONTENT {
-            return Err(FormatError::UnsupportedAlgorithm { field: "content encryption (only A128GCM-STREAM4K)" });
+            return Err(FormatError::UnsupportedAlgorithm {
+                field: "content encryption (only A128GCM-STREAM4K)",
+            });
         }
         let keys = r.map("content unprotected header")?;
         r.end_map(keys)?;
         r.null("nil (detached) ciphertext")?;
         let count = r.array("the recipients array")?;
         if count == 0 {
-            return Err(FormatError::InvalidValue { field: "recipients", expected: "at least one recipient" });
+            return Err(FormatError::InvalidValue {
+                field: "recipients",
+                expected: "at least one recipient",
+            });
         }
         if count > limits::MAX_RECIPIENTS {
-            return Err(FormatError::TooLarge { field: "recipients", max: limits::MAX_RECIPIENTS, found: count });
+            return Err(FormatError::TooLarge {
+                field: "recipients",
+                max: limits::MAX_RECIPIENTS,
+                found: count,
+            });
         }
         let start = r.position();
         for _ in 0..count {
@@ -294,7 +331,10 @@ impl<'a> EncryptionInfo<'a> {
 
     /// The recipients, in order.
     pub fn recipients(&self) -> Recipients<'a> {
-        Recipients { r: Reader::new(self.recipients), left: self.count }
+        Recipients {
+            r: Reader::new(self.recipients),
+            left: self.count,
+        }
     }
 
     /// The recipient whose `kid` is `kid`, if any.
@@ -336,7 +376,11 @@ pub struct RecipientSpec {
 #[cfg(feature = "alloc")]
 impl From<Recipient<'_>> for RecipientSpec {
     fn from(r: Recipient<'_>) -> Self {
-        Self { kid: *r.kid, ephemeral: r.ephemeral, wrapped_key: *r.wrapped_key }
+        Self {
+            kid: *r.kid,
+            ephemeral: r.ephemeral,
+            wrapped_key: *r.wrapped_key,
+        }
     }
 }
 
@@ -352,18 +396,23 @@ pub fn encode_encryption_info(recipients: &[RecipientSpec]) -> alloc::vec::Vec<u
             e.map(2)?.i64(HDR_KID)?.bytes(&rc.kid)?;
             e.i64(HDR_EPHEMERAL_KEY)?.map(4)?;
             e.i64(1)?.i64(2)?.i64(-1)?.i64(1)?;
-            e.i64(-2)?.bytes(&rc.ephemeral.x)?.i64(-3)?.bytes(&rc.ephemeral.y)?;
+            e.i64(-2)?
+                .bytes(&rc.ephemeral.x)?
+                .i64(-3)?
+                .bytes(&rc.ephemeral.y)?;
             e.bytes(&rc.wrapped_key)?;
         }
         Ok(())
-        })
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn encode_with_minicbor(f: impl FnOnce(&mut minicbor::Encoder<&mut &mut [u8]>)) -> ([u8; 64], usize) {
+    fn encode_with_minicbor(
+        f: impl FnOnce(&mut minicbor::Encoder<&mut &mut [u8]>),
+    ) -> ([u8; 64], usize) {
         let mut buf = [0u8; 64];
         let len = {
             let mut slice: &mut [u8] = &mut buf;
@@ -378,26 +427,67 @@ mod tests {
     #[test]
     fn constants_are_the_cbor_they_claim() {
         let (b, n) = encode_with_minicbor(|e| {
-            e.map(1).unwrap().i64(HDR_ALG).unwrap().i64(ALG_ES256).unwrap();
+            e.map(1)
+                .unwrap()
+                .i64(HDR_ALG)
+                .unwrap()
+                .i64(ALG_ES256)
+                .unwrap();
         });
         assert_eq!(&b[..n], PROTECTED_ES256);
         let (b, n) = encode_with_minicbor(|e| {
-            e.map(1).unwrap().i64(HDR_ALG).unwrap().i64(ALG_ECDH_ES_A128KW).unwrap();
+            e.map(1)
+                .unwrap()
+                .i64(HDR_ALG)
+                .unwrap()
+                .i64(ALG_ECDH_ES_A128KW)
+                .unwrap();
         });
         assert_eq!(&b[..n], PROTECTED_ECDH_ES_A128KW);
         let (b, n) = encode_with_minicbor(|e| {
-            e.map(1).unwrap().i64(HDR_ALG).unwrap().i64(ALG_A128GCM_STREAM4K).unwrap();
+            e.map(1)
+                .unwrap()
+                .i64(HDR_ALG)
+                .unwrap()
+                .i64(ALG_A128GCM_STREAM4K)
+                .unwrap();
         });
         assert_eq!(&b[..n], PROTECTED_CONTENT);
         let (b, n) = encode_with_minicbor(|e| {
             e.array(4).unwrap().i64(ALG_A128KW).unwrap();
-            e.array(3).unwrap().null().unwrap().null().unwrap().null().unwrap();
-            e.array(3).unwrap().null().unwrap().null().unwrap().null().unwrap();
-            e.array(2).unwrap().u64(128).unwrap().bytes(&PROTECTED_ECDH_ES_A128KW).unwrap();
+            e.array(3)
+                .unwrap()
+                .null()
+                .unwrap()
+                .null()
+                .unwrap()
+                .null()
+                .unwrap();
+            e.array(3)
+                .unwrap()
+                .null()
+                .unwrap()
+                .null()
+                .unwrap()
+                .null()
+                .unwrap();
+            e.array(2)
+                .unwrap()
+                .u64(128)
+                .unwrap()
+                .bytes(&PROTECTED_ECDH_ES_A128KW)
+                .unwrap();
         });
         assert_eq!(&b[..n], KDF_CONTEXT_A128KW);
         let (b, n) = encode_with_minicbor(|e| {
-            e.array(3).unwrap().str("Encrypt").unwrap().bytes(&PROTECTED_CONTENT).unwrap().bytes(&[]).unwrap();
+            e.array(3)
+                .unwrap()
+                .str("Encrypt")
+                .unwrap()
+                .bytes(&PROTECTED_CONTENT)
+                .unwrap()
+                .bytes(&[])
+                .unwrap();
         });
         assert_eq!(&b[..n], CONTENT_AAD);
     }
@@ -416,7 +506,12 @@ mod tests {
             let mut slice: &mut [u8] = &mut want;
             let total = slice.len();
             let mut e = minicbor::Encoder::new(&mut slice);
-            e.array(4).unwrap().str("Signature1").unwrap().bytes(&PROTECTED_ES256).unwrap();
+            e.array(4)
+                .unwrap()
+                .str("Signature1")
+                .unwrap()
+                .bytes(&PROTECTED_ES256)
+                .unwrap();
             e.bytes(&[]).unwrap().bytes(&payload).unwrap();
             total - e.into_writer().len()
         };

@@ -86,7 +86,9 @@ impl Version {
     /// `major << 32 | minor << 16 | patch`, so that counters order exactly as
     /// versions do.
     pub const fn default_counter(self) -> SecurityCounter {
-        SecurityCounter(((self.major as u64) << 32) | ((self.minor as u64) << 16) | self.patch as u64)
+        SecurityCounter(
+            ((self.major as u64) << 32) | ((self.minor as u64) << 16) | self.patch as u64,
+        )
     }
 }
 
@@ -106,12 +108,19 @@ impl FromStr for Version {
         let mut parts = s.split('.');
         let mut next = || -> Result<u16, FormatError> {
             let p = parts.next().ok_or(BAD)?;
-            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || (p.len() > 1 && p.starts_with('0')) {
+            if p.is_empty()
+                || !p.bytes().all(|b| b.is_ascii_digit())
+                || (p.len() > 1 && p.starts_with('0'))
+            {
                 return Err(BAD);
             }
             p.parse::<u16>().map_err(|_| BAD)
         };
-        let v = Version { major: next()?, minor: next()?, patch: next()? };
+        let v = Version {
+            major: next()?,
+            minor: next()?,
+            patch: next()?,
+        };
         if parts.next().is_some() {
             return Err(BAD);
         }
@@ -157,7 +166,14 @@ mod tests {
     fn version_parses_and_orders_like_its_counter() {
         let a: Version = "1.2.3".parse().unwrap();
         let b: Version = "1.10.0".parse().unwrap();
-        assert_eq!(a, Version { major: 1, minor: 2, patch: 3 });
+        assert_eq!(
+            a,
+            Version {
+                major: 1,
+                minor: 2,
+                patch: 3
+            }
+        );
         assert!(a < b);
         assert!(a.default_counter() < b.default_counter());
         assert_eq!(a.default_counter().0, (1 << 32) | (2 << 16) | 3);
@@ -165,7 +181,18 @@ mod tests {
 
     #[test]
     fn version_rejects_malformed() {
-        for s in ["", "1", "1.2", "1.2.3.4", "1.2.x", "65536.0.0", "01.2.3", "1..3", "-1.2.3", "+1.2.3"] {
+        for s in [
+            "",
+            "1",
+            "1.2",
+            "1.2.3.4",
+            "1.2.x",
+            "65536.0.0",
+            "01.2.3",
+            "1..3",
+            "-1.2.3",
+            "+1.2.3",
+        ] {
             assert!(s.parse::<Version>().is_err(), "{s:?} accepted");
         }
     }

@@ -43,7 +43,9 @@ pub const fn ciphertext_size(image_size: u64) -> Option<u64> {
 /// The nonce of chunk `index`: `BE88(index) || last`.
 pub const fn nonce(index: u64, last: bool) -> [u8; NONCE_LEN] {
     let c = index.to_be_bytes();
-    [0, 0, 0, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], last as u8]
+    [
+        0, 0, 0, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], last as u8,
+    ]
 }
 
 /// Plaintext length of chunk `index` of an image of `image_size` bytes.

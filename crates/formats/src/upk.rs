@@ -133,10 +133,16 @@ fn digest(r: &mut Reader<'_>, field: &'static str) -> Result<Sha256, FormatError
 fn version(r: &mut Reader<'_>) -> Result<Version, FormatError> {
     r.array_of(3, "a version [major, minor, patch]")?;
     let mut part = || -> Result<u16, FormatError> {
-        u16::try_from(r.uint("a version number")?)
-            .map_err(|_| FormatError::InvalidValue { field: "version", expected: "parts from 0 to 65535" })
+        u16::try_from(r.uint("a version number")?).map_err(|_| FormatError::InvalidValue {
+            field: "version",
+            expected: "parts from 0 to 65535",
+        })
     };
-    Ok(Version { major: part()?, minor: part()?, patch: part()? })
+    Ok(Version {
+        major: part()?,
+        minor: part()?,
+        patch: part()?,
+    })
 }
 
 impl<'a> Manifest<'a> {
@@ -169,25 +175,42 @@ impl<'a> Manifest<'a> {
         r.required_key(&mut p, key::IMAGE_SIZE, "image size")?;
         let image_size = r.uint("the image size")?;
         if image_size == 0 || image_size > limits::MAX_IMAGE_SIZE {
-            return Err(FormatError::InvalidValue { field: "image size", expected: "1 to 4294967295 bytes" });
+            return Err(FormatError::InvalidValue {
+                field: "image size",
+                expected: "1 to 4294967295 bytes",
+            });
         }
         r.required_key(&mut p, key::ENCRYPTION_INFO, "encryption info")?;
-        let encryption = EncryptionInfo::parse(r.bstr("encryption info", limits::MAX_ENCRYPTION_INFO_LEN)?)?;
+        let encryption =
+            EncryptionInfo::parse(r.bstr("encryption info", limits::MAX_ENCRYPTION_INFO_LEN)?)?;
         let device_uids = if r.key(&mut p, key::DEVICE_UIDS)? {
             let count = r.array("the UID allow-list")?;
             if count == 0 {
-                return Err(FormatError::InvalidValue { field: "UID allow-list", expected: "at least one UID" });
+                return Err(FormatError::InvalidValue {
+                    field: "UID allow-list",
+                    expected: "at least one UID",
+                });
             }
             if count > limits::MAX_UIDS {
-                return Err(FormatError::TooLarge { field: "UID allow-list", max: limits::MAX_UIDS, found: count });
+                return Err(FormatError::TooLarge {
+                    field: "UID allow-list",
+                    max: limits::MAX_UIDS,
+                    found: count,
+                });
             }
             let start = r.position();
             for _ in 0..count {
                 if r.bstr("UID", limits::MAX_UID_LEN)?.is_empty() {
-                    return Err(FormatError::InvalidValue { field: "UID", expected: "1 to 32 bytes" });
+                    return Err(FormatError::InvalidValue {
+                        field: "UID",
+                        expected: "1 to 32 bytes",
+                    });
                 }
             }
-            Some(UidList { raw: r.slice_from(start), count })
+            Some(UidList {
+                raw: r.slice_from(start),
+                count,
+            })
         } else {
             None
         };
@@ -198,7 +221,10 @@ impl<'a> Manifest<'a> {
         r.required_key(&mut p, key::LOAD_ADDRESS, "load address")?;
         let load_address = r.uint("the load address")?;
         if load_address.checked_add(image_size).is_none() {
-            return Err(FormatError::InvalidValue { field: "load address", expected: "an image that ends below 2^64" });
+            return Err(FormatError::InvalidValue {
+                field: "load address",
+                expected: "an image that ends below 2^64",
+            });
         }
         r.required_key(&mut p, key::CREATED, "creation time")?;
         let created = r.uint("the creation time")?;
@@ -303,7 +329,9 @@ mod spec {
                 load_address: m.load_address,
                 created: m.created,
                 recipients: m.encryption.recipients().map(RecipientSpec::from).collect(),
-                device_uids: m.device_uids.map(|l| l.iter().map(<[u8]>::to_vec).collect()),
+                device_uids: m
+                    .device_uids
+                    .map(|l| l.iter().map(<[u8]>::to_vec).collect()),
             }
         }
     }
@@ -318,10 +346,14 @@ mod spec {
                 e.map(3)?;
                 e.i64(key::FORMAT_VERSION)?.u64(FORMAT_VERSION)?;
                 e.i64(key::SECURITY_COUNTER)?.u64(self.security_counter.0)?;
-                e.i64(key::PARAMETERS)?.map(if self.device_uids.is_some() { 10 } else { 9 })?;
+                e.i64(key::PARAMETERS)?
+                    .map(if self.device_uids.is_some() { 10 } else { 9 })?;
                 e.i64(key::OEM_ID)?.u32(self.oem_id.get())?;
                 e.i64(key::PRODUCT_ID)?.u32(self.product_id.get())?;
-                e.i64(key::IMAGE_DIGEST)?.array(2)?.i64(DIGEST_SHA256)?.bytes(&self.image_digest.0)?;
+                e.i64(key::IMAGE_DIGEST)?
+                    .array(2)?
+                    .i64(DIGEST_SHA256)?
+                    .bytes(&self.image_digest.0)?;
                 e.i64(key::IMAGE_SIZE)?.u64(self.image_size)?;
                 e.i64(key::ENCRYPTION_INFO)?.bytes(&info)?;
                 if let Some(uids) = &self.device_uids {
@@ -331,12 +363,17 @@ mod spec {
                     }
                 }
                 e.i64(key::VERSION)?.array(3)?;
-                e.u16(self.version.major)?.u16(self.version.minor)?.u16(self.version.patch)?;
-                e.i64(key::CIPHERTEXT_DIGEST)?.array(2)?.i64(DIGEST_SHA256)?.bytes(&self.ciphertext_digest.0)?;
+                e.u16(self.version.major)?
+                    .u16(self.version.minor)?
+                    .u16(self.version.patch)?;
+                e.i64(key::CIPHERTEXT_DIGEST)?
+                    .array(2)?
+                    .i64(DIGEST_SHA256)?
+                    .bytes(&self.ciphertext_digest.0)?;
                 e.i64(key::LOAD_ADDRESS)?.u64(self.load_address)?;
                 e.i64(key::CREATED)?.u64(self.created)?;
                 Ok(())
-                })
+            })
         }
     }
 }
@@ -355,7 +392,11 @@ mod tests {
             security_counter: SecurityCounter(0x0001_0002_0003),
             oem_id: OemId::new(0x1234).unwrap(),
             product_id: ProductId::new(7).unwrap(),
-            version: Version { major: 1, minor: 2, patch: 3 },
+            version: Version {
+                major: 1,
+                minor: 2,
+                patch: 3,
+            },
             image_digest: Sha256([0xaa; 32]),
             image_size: 10_000,
             ciphertext_digest: Sha256([0xbb; 32]),
@@ -364,12 +405,18 @@ mod tests {
             recipients: vec![
                 RecipientSpec {
                     kid: [1; 32],
-                    ephemeral: EcPoint { x: [2; 32], y: [3; 32] },
+                    ephemeral: EcPoint {
+                        x: [2; 32],
+                        y: [3; 32],
+                    },
                     wrapped_key: [4; 24],
                 },
                 RecipientSpec {
                     kid: [5; 32],
-                    ephemeral: EcPoint { x: [6; 32], y: [7; 32] },
+                    ephemeral: EcPoint {
+                        x: [6; 32],
+                        y: [7; 32],
+                    },
                     wrapped_key: [8; 24],
                 },
             ],
@@ -398,7 +445,10 @@ mod tests {
         assert!(uids.contains(&[0x22; 8]));
         assert!(!uids.contains(&[0x22; 9]));
         assert_eq!(uids.len(), 2);
-        assert_eq!(m.encryption.recipient_for(&[5; 32]).unwrap().wrapped_key, &[8; 24]);
+        assert_eq!(
+            m.encryption.recipient_for(&[5; 32]).unwrap().wrapped_key,
+            &[8; 24]
+        );
         assert!(m.encryption.recipient_for(&[9; 32]).is_none());
     }
 
@@ -406,14 +456,22 @@ mod tests {
     fn every_truncation_and_every_byte_flip_is_handled() {
         let bytes = sample(Some(vec![vec![0x11; 16]])).encode();
         for n in 0..bytes.len() {
-            assert!(Manifest::parse(&bytes[..n]).is_err(), "truncation to {n} accepted");
+            assert!(
+                Manifest::parse(&bytes[..n]).is_err(),
+                "truncation to {n} accepted"
+            );
         }
         // A flipped bit either breaks the parse or changes a value; it never panics.
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x01;
             if let Ok(m) = Manifest::parse(&b) {
-                assert_ne!(ManifestSpec::from(&m), sample(Some(vec![vec![0x11; 16]])), "flip at {i}: {:02x}", bytes[i]);
+                assert_ne!(
+                    ManifestSpec::from(&m),
+                    sample(Some(vec![vec![0x11; 16]])),
+                    "flip at {i}: {:02x}",
+                    bytes[i]
+                );
             }
         }
     }
@@ -424,14 +482,26 @@ mod tests {
         let good = spec.encode();
         let mut trailing = good.clone();
         trailing.push(0);
-        assert_eq!(Manifest::parse(&trailing).map(|_| ()), Err(FormatError::TrailingBytes { at: good.len() }));
+        assert_eq!(
+            Manifest::parse(&trailing).map(|_| ()),
+            Err(FormatError::TrailingBytes { at: good.len() })
+        );
         // Format version 2.
         let mut v2 = good.clone();
         assert_eq!(&v2[..3], &[0xa3, 0x01, 0x01]);
         v2[2] = 0x02;
-        assert_eq!(Manifest::parse(&v2), Err(FormatError::UnsupportedVersion { found: 2 }));
+        assert_eq!(
+            Manifest::parse(&v2),
+            Err(FormatError::UnsupportedVersion { found: 2 })
+        );
         spec.image_size = 0;
-        assert!(matches!(Manifest::parse(&spec.encode()), Err(FormatError::InvalidValue { field: "image size", .. })));
+        assert!(matches!(
+            Manifest::parse(&spec.encode()),
+            Err(FormatError::InvalidValue {
+                field: "image size",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -443,10 +513,16 @@ mod tests {
         assert_eq!(parsed.sign1.signature, &[9; 64]);
         assert_eq!(parsed.manifest.version.to_string(), "1.2.3");
         let big = vec![0u8; limits::MAX_UPK_LEN + 1];
-        assert!(matches!(Upk::parse(&big), Err(FormatError::TooLarge { field: "UPK", .. })));
+        assert!(matches!(
+            Upk::parse(&big),
+            Err(FormatError::TooLarge { field: "UPK", .. })
+        ));
         // Wrong tag.
         let mut wrong = upk.clone();
         wrong[0] = 0xd3;
-        assert!(matches!(Upk::parse(&wrong), Err(FormatError::Malformed { at: 0, .. })));
+        assert!(matches!(
+            Upk::parse(&wrong),
+            Err(FormatError::Malformed { at: 0, .. })
+        ));
     }
 }

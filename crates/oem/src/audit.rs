@@ -80,7 +80,9 @@ pub struct AuditLog {
 impl AuditLog {
     /// The log at `path` (created on first append).
     pub fn new(path: &Path) -> Self {
-        Self { path: path.to_path_buf() }
+        Self {
+            path: path.to_path_buf(),
+        }
     }
 
     /// Reads and verifies every record.
@@ -92,15 +94,24 @@ impl AuditLog {
         let mut prev = GENESIS.to_string();
         let mut out = vec![];
         for (i, line) in text.lines().enumerate() {
-            let rec: Record = serde_json::from_str(line).map_err(|_| Error::AuditChain { path: self.path.clone(), line: i + 1 })?;
+            let rec: Record = serde_json::from_str(line).map_err(|_| Error::AuditChain {
+                path: self.path.clone(),
+                line: i + 1,
+            })?;
             if rec.prev != prev || rec.seq != i as u64 + 1 {
-                return Err(Error::AuditChain { path: self.path.clone(), line: i + 1 });
+                return Err(Error::AuditChain {
+                    path: self.path.clone(),
+                    line: i + 1,
+                });
             }
             prev = hex::encode(sha256(line.as_bytes()));
             out.push(rec);
         }
         if !text.is_empty() && !text.ends_with('\n') {
-            return Err(Error::AuditChain { path: self.path.clone(), line: out.len() });
+            return Err(Error::AuditChain {
+                path: self.path.clone(),
+                line: out.len(),
+            });
         }
         Ok(out)
     }
@@ -109,7 +120,11 @@ impl AuditLog {
     pub fn append(&self, operator: &str, event: Event) -> Result<Record> {
         let records = self.records()?;
         let prev = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text.lines().last().map(|l| hex::encode(sha256(l.as_bytes()))).unwrap_or(GENESIS.into()),
+            Ok(text) => text
+                .lines()
+                .last()
+                .map(|l| hex::encode(sha256(l.as_bytes())))
+                .unwrap_or(GENESIS.into()),
             Err(_) => GENESIS.to_string(),
         };
         let rec = Record {
@@ -120,7 +135,11 @@ impl AuditLog {
             prev,
         };
         let line = serde_json::to_string(&rec).map_err(|e| Error::Usage(e.to_string()))?;
-        let mut f = OpenOptions::new().create(true).append(true).open(&self.path).at(&self.path)?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .at(&self.path)?;
         f.write_all(format!("{line}\n").as_bytes()).at(&self.path)?;
         f.sync_all().at(&self.path)?;
         Ok(rec)
@@ -132,7 +151,11 @@ impl AuditLog {
             .records()?
             .iter()
             .filter_map(|r| match &r.event {
-                Event::Master { product: p, security_counter, .. } if *p == product => Some(*security_counter),
+                Event::Master {
+                    product: p,
+                    security_counter,
+                    ..
+                } if *p == product => Some(*security_counter),
                 _ => None,
             })
             .max())
@@ -141,13 +164,18 @@ impl AuditLog {
 
 /// Now, RFC 3339 UTC, seconds precision.
 pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(time::OffsetDateTime::now_utc());
-    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or(time::OffsetDateTime::now_utc());
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// The operator name from the environment.
 pub fn default_operator() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 #[cfg(test)]
@@ -182,8 +210,15 @@ mod tests {
         // so edit line 2 instead, which breaks line 3's `prev`.
         let p = tmp.path().join("audit.log");
         let text = std::fs::read_to_string(&p).unwrap();
-        std::fs::write(&p, text.replacen("\"security_counter\":9", "\"security_counter\":1", 1)).unwrap();
-        assert!(matches!(log.records(), Err(Error::AuditChain { line: 3, .. })));
+        std::fs::write(
+            &p,
+            text.replacen("\"security_counter\":9", "\"security_counter\":1", 1),
+        )
+        .unwrap();
+        assert!(matches!(
+            log.records(),
+            Err(Error::AuditChain { line: 3, .. })
+        ));
         assert!(log.append("eve", master(1, 1)).is_err());
     }
 }

@@ -25,7 +25,8 @@ impl PublicKey {
         let arr: [u8; 65] = bytes.try_into().ok()?;
         // aws-lc validates the point when it is used for ECDH.
         let probe = agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, &arr[..]);
-        let scratch = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, &[1u8; 32]).ok()?;
+        let scratch =
+            agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, &[1u8; 32]).ok()?;
         agreement::agree(&scratch, probe, (), |_| Ok(())).ok()?;
         Some(Self(arr))
     }
@@ -36,7 +37,10 @@ impl PublicKey {
     /// As a COSE EC point.
     pub fn point(&self) -> EcPoint {
         // Always 65 bytes starting with 04, so this cannot fail.
-        EcPoint::from_sec1(&self.0).unwrap_or(EcPoint { x: [0; 32], y: [0; 32] })
+        EcPoint::from_sec1(&self.0).unwrap_or(EcPoint {
+            x: [0; 32],
+            y: [0; 32],
+        })
     }
 }
 
@@ -131,10 +135,14 @@ impl EcdsaKey {
     /// From a PKCS#8 v1 document.
     pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self> {
         use aws_lc_rs::signature::KeyPair;
-        let key = signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
-            .map_err(|_| Error::Crypto("ECDSA P-256 private key"))?;
+        let key =
+            signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+                .map_err(|_| Error::Crypto("ECDSA P-256 private key"))?;
         let public = PublicKey(
-            key.public_key().as_ref().try_into().map_err(|_| Error::Crypto("ECDSA public key encoding"))?,
+            key.public_key()
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::Crypto("ECDSA public key encoding"))?,
         );
         Ok(Self { key, public })
     }
@@ -143,7 +151,9 @@ impl EcdsaKey {
     pub fn generate() -> Result<(Self, Zeroizing<Vec<u8>>)> {
         let key = signature::EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
             .map_err(|_| Error::Crypto("ECDSA key generation"))?;
-        let doc = key.to_pkcs8v1().map_err(|_| Error::Crypto("PKCS#8 encoding"))?;
+        let doc = key
+            .to_pkcs8v1()
+            .map_err(|_| Error::Crypto("PKCS#8 encoding"))?;
         let pkcs8 = Zeroizing::new(doc.as_ref().to_vec());
         Ok((Self::from_pkcs8(&pkcs8)?, pkcs8))
     }
@@ -156,8 +166,13 @@ impl EcdsaKey {
     /// Signs `msg` (hashed with SHA-256 inside), returning `r || s`.
     pub fn sign(&self, msg: &[u8]) -> Result<[u8; 64]> {
         let rng = aws_lc_rs::rand::SystemRandom::new();
-        let sig = self.key.sign(&rng, msg).map_err(|_| Error::Crypto("ECDSA signing"))?;
-        sig.as_ref().try_into().map_err(|_| Error::Crypto("ECDSA signature length"))
+        let sig = self
+            .key
+            .sign(&rng, msg)
+            .map_err(|_| Error::Crypto("ECDSA signing"))?;
+        sig.as_ref()
+            .try_into()
+            .map_err(|_| Error::Crypto("ECDSA signature length"))
     }
 }
 
@@ -172,8 +187,15 @@ impl EcdhKey {
     pub fn from_scalar(scalar: &[u8]) -> Result<Self> {
         let key = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, scalar)
             .map_err(|_| Error::Crypto("ECDH P-256 private key"))?;
-        let public = key.compute_public_key().map_err(|_| Error::Crypto("ECDH public key"))?;
-        let public = PublicKey(public.as_ref().try_into().map_err(|_| Error::Crypto("ECDH public key encoding"))?);
+        let public = key
+            .compute_public_key()
+            .map_err(|_| Error::Crypto("ECDH public key"))?;
+        let public = PublicKey(
+            public
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::Crypto("ECDH public key encoding"))?,
+        );
         Ok(Self { key, public })
     }
 
@@ -198,11 +220,16 @@ impl EcdhKey {
     /// The ECDH shared secret (x coordinate) with `peer`.
     pub fn agree(&self, peer: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
         let peer = agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, peer);
-        agreement::agree(&self.key, peer, Error::Crypto("ECDH with an invalid public key"), |z| {
-            let mut out = Zeroizing::new([0u8; 32]);
-            out.copy_from_slice(z);
-            Ok(out)
-        })
+        agreement::agree(
+            &self.key,
+            peer,
+            Error::Crypto("ECDH with an invalid public key"),
+            |z| {
+                let mut out = Zeroizing::new([0u8; 32]);
+                out.copy_from_slice(z);
+                Ok(out)
+            },
+        )
     }
 }
 
@@ -217,22 +244,34 @@ fn a128kw_kek(shared: &[u8; 32]) -> Result<Zeroizing<[u8; 16]>> {
     }
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(shared);
     let info = [&KDF_CONTEXT_A128KW[..]];
-    let okm = prk.expand(&info, Len16).map_err(|_| Error::Crypto("HKDF"))?;
+    let okm = prk
+        .expand(&info, Len16)
+        .map_err(|_| Error::Crypto("HKDF"))?;
     let mut kek = Zeroizing::new([0u8; 16]);
     okm.fill(&mut kek[..]).map_err(|_| Error::Crypto("HKDF"))?;
     Ok(kek)
 }
 
 /// Wraps `cek` for `recipient` with a fresh ephemeral key (ECDH-ES + A128KW).
-pub fn wrap_for(recipient: &PublicKey, cek: &[u8; KEY_LEN], entropy: &mut dyn Entropy) -> Result<RecipientSpec> {
+pub fn wrap_for(
+    recipient: &PublicKey,
+    cek: &[u8; KEY_LEN],
+    entropy: &mut dyn Entropy,
+) -> Result<RecipientSpec> {
     use aws_lc_rs::key_wrap::KeyWrap;
     let (ephemeral, _scalar) = EcdhKey::generate(entropy)?;
     let shared = ephemeral.agree(&recipient.0)?;
     let kek = a128kw_kek(&shared)?;
-    let kek = key_wrap::AesKek::new(&key_wrap::AES_128, &kek[..]).map_err(|_| Error::Crypto("AES-KW key"))?;
+    let kek = key_wrap::AesKek::new(&key_wrap::AES_128, &kek[..])
+        .map_err(|_| Error::Crypto("AES-KW key"))?;
     let mut wrapped = [0u8; cose::limits::WRAPPED_KEY_LEN];
-    kek.wrap(cek, &mut wrapped).map_err(|_| Error::Crypto("AES-KW wrap"))?;
-    Ok(RecipientSpec { kid: recipient.kid(), ephemeral: ephemeral.public_key().point(), wrapped_key: wrapped })
+    kek.wrap(cek, &mut wrapped)
+        .map_err(|_| Error::Crypto("AES-KW wrap"))?;
+    Ok(RecipientSpec {
+        kid: recipient.kid(),
+        ephemeral: ephemeral.public_key().point(),
+        wrapped_key: wrapped,
+    })
 }
 
 /// Recovers the content key from a recipient with the matching private key.
@@ -279,14 +318,24 @@ impl Aead {
     pub fn seal(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> Result<[u8; 16]> {
         let tag = self
             .0
-            .seal_in_place_separate_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(aad), buf)
+            .seal_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(aad),
+                buf,
+            )
             .map_err(|_| Error::Crypto("AES-GCM seal"))?;
-        tag.as_ref().try_into().map_err(|_| Error::Crypto("AES-GCM tag"))
+        tag.as_ref()
+            .try_into()
+            .map_err(|_| Error::Crypto("AES-GCM tag"))
     }
     /// Decrypts `buf` (ciphertext || tag) in place; returns the plaintext length.
     pub fn open(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> Option<usize> {
         self.0
-            .open_in_place(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(aad), buf)
+            .open_in_place(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(aad),
+                buf,
+            )
             .ok()
             .map(|p| p.len())
     }
@@ -304,7 +353,10 @@ mod tests {
         let cek = [0x42u8; 16];
         let r = wrap_for(product.public_key(), &cek, &mut e).unwrap();
         assert_eq!(r.kid, product.public_key().kid());
-        assert_eq!(*unwrap_with(&product, &r.ephemeral, &r.wrapped_key).unwrap(), cek);
+        assert_eq!(
+            *unwrap_with(&product, &r.ephemeral, &r.wrapped_key).unwrap(),
+            cek
+        );
         assert!(unwrap_with(&other, &r.ephemeral, &r.wrapped_key).is_none());
         let mut bad = r.wrapped_key;
         bad[0] ^= 1;

@@ -18,7 +18,10 @@ fn parent_of(path: &Path) -> &Path {
 /// Writes `bytes` to `path` atomically; refuses to replace an existing file.
 pub fn write_new(path: &Path, bytes: &[u8], what: &'static str) -> Result<()> {
     if path.exists() {
-        return Err(Error::AlreadyExists { path: path.to_path_buf(), what });
+        return Err(Error::AlreadyExists {
+            path: path.to_path_buf(),
+            what,
+        });
     }
     let mut tmp = tempfile::Builder::new()
         .prefix(".tc-tmp-")
@@ -28,9 +31,15 @@ pub fn write_new(path: &Path, bytes: &[u8], what: &'static str) -> Result<()> {
     tmp.as_file().sync_all().at(path)?;
     tmp.persist_noclobber(path).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::AlreadyExists { path: path.to_path_buf(), what }
+            Error::AlreadyExists {
+                path: path.to_path_buf(),
+                what,
+            }
         } else {
-            Error::Io { path: path.to_path_buf(), source: e.error }
+            Error::Io {
+                path: path.to_path_buf(),
+                source: e.error,
+            }
         }
     })?;
     sync_dir(parent_of(path));
@@ -45,7 +54,10 @@ pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {
         .at(parent_of(path))?;
     tmp.write_all(bytes).at(tmp.path().to_path_buf())?;
     tmp.as_file().sync_all().at(path)?;
-    tmp.persist(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e.error })?;
+    tmp.persist(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
     sync_dir(parent_of(path));
     Ok(())
 }
@@ -69,14 +81,27 @@ impl StagedDir {
     /// Starts staging `target`, which must not exist.
     pub fn new(target: &Path, what: &'static str) -> Result<Self> {
         if target.exists() {
-            return Err(Error::AlreadyExists { path: target.to_path_buf(), what });
+            return Err(Error::AlreadyExists {
+                path: target.to_path_buf(),
+                what,
+            });
         }
         let parent = parent_of(target);
         if !parent.is_dir() {
-            return Err(Error::NotFound { path: parent.to_path_buf(), what: "parent directory" });
+            return Err(Error::NotFound {
+                path: parent.to_path_buf(),
+                what: "parent directory",
+            });
         }
-        let tmp = tempfile::Builder::new().prefix(".tc-staging-").tempdir_in(parent).at(parent)?;
-        Ok(Self { tmp: Some(tmp), target: target.to_path_buf(), what })
+        let tmp = tempfile::Builder::new()
+            .prefix(".tc-staging-")
+            .tempdir_in(parent)
+            .at(parent)?;
+        Ok(Self {
+            tmp: Some(tmp),
+            target: target.to_path_buf(),
+            what,
+        })
     }
 
     /// The staging directory, where files go until the commit.
@@ -98,18 +123,26 @@ impl StagedDir {
             return Ok(self.target.clone());
         };
         if self.target.exists() {
-            return Err(Error::AlreadyExists { path: self.target.clone(), what: self.what });
+            return Err(Error::AlreadyExists {
+                path: self.target.clone(),
+                what: self.what,
+            });
         }
         let staged = tmp.keep();
         for entry in fs::read_dir(&staged).at(&staged)? {
             let entry = entry.at(&staged)?;
             if entry.file_type().at(entry.path())?.is_file() {
-                File::open(entry.path()).and_then(|f| f.sync_all()).at(entry.path())?;
+                File::open(entry.path())
+                    .and_then(|f| f.sync_all())
+                    .at(entry.path())?;
             }
         }
         if let Err(source) = fs::rename(&staged, &self.target) {
             let _ = fs::remove_dir_all(&staged);
-            return Err(Error::Io { path: self.target.clone(), source });
+            return Err(Error::Io {
+                path: self.target.clone(),
+                source,
+            });
         }
         sync_dir(parent_of(&self.target));
         Ok(self.target.clone())

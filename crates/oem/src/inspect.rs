@@ -53,22 +53,42 @@ impl Inspection {
 /// Inspects the file at `path`.
 pub fn inspect(path: &Path) -> Result<Inspection> {
     let file = std::fs::File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::NotFound { path: path.to_path_buf(), what: "file to inspect" },
-        _ => Error::Io { path: path.to_path_buf(), source: e },
+        std::io::ErrorKind::NotFound => Error::NotFound {
+            path: path.to_path_buf(),
+            what: "file to inspect",
+        },
+        _ => Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
     })?;
     let mut bytes = Vec::new();
-    file.take(MAX_INSPECT_LEN + 1).read_to_end(&mut bytes).at(path)?;
+    file.take(MAX_INSPECT_LEN + 1)
+        .read_to_end(&mut bytes)
+        .at(path)?;
     if bytes.len() as u64 > MAX_INSPECT_LEN {
-        return Err(Error::UnknownArtifact { path: path.to_path_buf(), problem: "larger than 16 MiB".into() });
+        return Err(Error::UnknownArtifact {
+            path: path.to_path_buf(),
+            problem: "larger than 16 MiB".into(),
+        });
     }
-    let unknown = |problem: String| Error::UnknownArtifact { path: path.to_path_buf(), problem };
+    let unknown = |problem: String| Error::UnknownArtifact {
+        path: path.to_path_buf(),
+        problem,
+    };
     if bytes.first() == Some(&0xd2) {
-        let upk = Upk::parse(&bytes).map_err(|source| Error::Format { path: path.to_path_buf(), source })?;
+        let upk = Upk::parse(&bytes).map_err(|source| Error::Format {
+            path: path.to_path_buf(),
+            source,
+        })?;
         return Ok(describe_upk(&upk, &bytes));
     }
     if bytes.starts_with(b"-----BEGIN CERTIFICATE-----") || bytes.first() == Some(&0x30) {
         if let Ok(cert) = pki::parse_cert(&bytes) {
-            return Ok(Inspection { kind: "X.509 certificate", details: serde_json::to_value(pki::describe(&cert)).unwrap_or_default() });
+            return Ok(Inspection {
+                kind: "X.509 certificate",
+                details: serde_json::to_value(pki::describe(&cert)).unwrap_or_default(),
+            });
         }
     }
     if let Some(k) = parse_public_key(&bytes) {
@@ -80,10 +100,17 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     if bytes.starts_with(&KEY_MAGIC[..]) {
         return describe_sealed_key(&bytes).ok_or_else(|| unknown("a truncated sealed key".into()));
     }
-    let text = std::str::from_utf8(&bytes).map_err(|_| unknown("binary data of no known format".into()))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| unknown("binary data of no known format".into()))?;
     if text.contains("[subject]") {
-        let t = Template::parse(text).map_err(|problem| Error::Template { path: path.to_path_buf(), problem })?;
-        return Ok(Inspection { kind: "device certificate template", details: serde_json::to_value(t).unwrap_or_default() });
+        let t = Template::parse(text).map_err(|problem| Error::Template {
+            path: path.to_path_buf(),
+            problem,
+        })?;
+        return Ok(Inspection {
+            kind: "device certificate template",
+            details: serde_json::to_value(t).unwrap_or_default(),
+        });
     }
     if text.starts_with("{\"seq\":") {
         let records = AuditLog::new(path).records()?;
@@ -98,9 +125,14 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
         if let Value::Object(m) = &mut d {
             m.remove("check");
         }
-        return Ok(Inspection { kind: "sealed keystore description", details: d });
+        return Ok(Inspection {
+            kind: "sealed keystore description",
+            details: d,
+        });
     }
-    Err(unknown("not a UPK, certificate, public key, sealed key, keystore, template or audit log".into()))
+    Err(unknown(
+        "not a UPK, certificate, public key, sealed key, keystore, template or audit log".into(),
+    ))
 }
 
 fn describe_upk(upk: &Upk<'_>, bytes: &[u8]) -> Inspection {
@@ -111,7 +143,8 @@ fn describe_upk(upk: &Upk<'_>, bytes: &[u8]) -> Inspection {
         .and_then(|c| pki::parse_cert(c).ok())
         .map(|c| c.tbs_certificate.subject.to_string());
     Inspection {
-        kind: "Update Key Block (UPK, COSE_Sign1) - signature NOT verified, use `trustchain verify`",
+        kind:
+            "Update Key Block (UPK, COSE_Sign1) - signature NOT verified, use `trustchain verify`",
         details: json!({
             "format_version": trustchain_formats::upk::FORMAT_VERSION,
             "oem_id": m.oem_id.get(),

@@ -107,7 +107,9 @@ pub fn master_stream<R: Read + Send, W: Write>(
     };
     let payload = manifest.encode();
     let mut tbs = Vec::with_capacity(payload.len() + 32);
-    sig_structure(&cose::PROTECTED_ES256, &payload, |b| tbs.extend_from_slice(b));
+    sig_structure(&cose::PROTECTED_ES256, &payload, |b| {
+        tbs.extend_from_slice(b)
+    });
     let signature = signer.sign(&tbs)?;
     let upk = encode_sign1(Some(&params.mastering_cert_der), &payload, &signature);
     Ok(Mastered { upk, manifest })
@@ -118,23 +120,42 @@ fn check_params(p: &MasterParams, image_size: u64) -> Result<()> {
         return Err(Error::Usage("the image is empty".into()));
     }
     if image_size > limits::MAX_IMAGE_SIZE {
-        return Err(Error::Usage(format!("the image is {image_size} bytes; a UPK describes at most {} bytes", limits::MAX_IMAGE_SIZE)));
+        return Err(Error::Usage(format!(
+            "the image is {image_size} bytes; a UPK describes at most {} bytes",
+            limits::MAX_IMAGE_SIZE
+        )));
     }
     if p.load_address.checked_add(image_size).is_none() {
-        return Err(Error::Usage("load address + image size overflows 64 bits".into()));
+        return Err(Error::Usage(
+            "load address + image size overflows 64 bits".into(),
+        ));
     }
     if p.recipients.is_empty() || p.recipients.len() as u64 > cose::limits::MAX_RECIPIENTS {
-        return Err(Error::Usage(format!("1 to {} recipients (product key + --device keys)", cose::limits::MAX_RECIPIENTS)));
+        return Err(Error::Usage(format!(
+            "1 to {} recipients (product key + --device keys)",
+            cose::limits::MAX_RECIPIENTS
+        )));
     }
     if p.mastering_cert_der.len() > cose::limits::MAX_CERT_LEN {
-        return Err(Error::Usage("the mastering certificate is too large".into()));
+        return Err(Error::Usage(
+            "the mastering certificate is too large".into(),
+        ));
     }
     if let Some(uids) = &p.device_uids {
         if uids.is_empty() || uids.len() as u64 > limits::MAX_UIDS {
-            return Err(Error::Usage(format!("1 to {} --allow-uid values", limits::MAX_UIDS)));
+            return Err(Error::Usage(format!(
+                "1 to {} --allow-uid values",
+                limits::MAX_UIDS
+            )));
         }
-        if uids.iter().any(|u| u.is_empty() || u.len() > limits::MAX_UID_LEN) {
-            return Err(Error::Usage(format!("a UID is 1 to {} bytes", limits::MAX_UID_LEN)));
+        if uids
+            .iter()
+            .any(|u| u.is_empty() || u.len() > limits::MAX_UID_LEN)
+        {
+            return Err(Error::Usage(format!(
+                "a UID is 1 to {} bytes",
+                limits::MAX_UID_LEN
+            )));
         }
     }
     Ok(())
@@ -149,7 +170,8 @@ fn encrypt_stream<R: Read + Send, W: Write>(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<([u8; 32], [u8; 32])> {
     let aead = Aead::aes128(cek)?;
-    let chunks = stream::chunk_count(image_size).ok_or_else(|| Error::Usage("the image is empty".into()))?;
+    let chunks =
+        stream::chunk_count(image_size).ok_or_else(|| Error::Usage("the image is empty".into()))?;
     let (full_tx, full_rx) = sync_channel::<Result<Block>>(BLOCKS_IN_FLIGHT);
     let (free_tx, free_rx) = sync_channel::<Block>(BLOCKS_IN_FLIGHT);
     for _ in 0..BLOCKS_IN_FLIGHT {
@@ -170,8 +192,12 @@ fn encrypt_stream<R: Read + Send, W: Write>(
                 let want = (image_size - done).min(block.plain.len() as u64) as usize;
                 let filled = read_full(&mut image, &mut block.plain[..want])?;
                 if filled != want {
-                    let _ = full_tx.send(Err(Error::Usage("the image file shrank while it was being mastered".into())));
-                    return Err(Error::Usage("the image file shrank while it was being mastered".into()));
+                    let _ = full_tx.send(Err(Error::Usage(
+                        "the image file shrank while it was being mastered".into(),
+                    )));
+                    return Err(Error::Usage(
+                        "the image file shrank while it was being mastered".into(),
+                    ));
                 }
                 hash.update(&block.plain[..want]);
                 block.sealed_len = 0;
@@ -181,7 +207,8 @@ fn encrypt_stream<R: Read + Send, W: Write>(
                     let dst = &mut block.sealed[at..at + piece.len()];
                     dst.copy_from_slice(piece);
                     let tag = aead.seal(stream::nonce(chunk, last), &cose::CONTENT_AAD, dst)?;
-                    block.sealed[at + piece.len()..at + piece.len() + TAG_LEN].copy_from_slice(&tag);
+                    block.sealed[at + piece.len()..at + piece.len() + TAG_LEN]
+                        .copy_from_slice(&tag);
                     block.sealed_len += piece.len() + TAG_LEN;
                     chunk += 1;
                 }
@@ -193,11 +220,13 @@ fn encrypt_stream<R: Read + Send, W: Write>(
             // Wipe plaintext copies before the buffers are dropped.
             drop(full_tx);
             while let Ok(mut b) = free_rx.recv() {
-                zeroize::Zeroize::zeroize(&mut b.plain);
+                zeroize::Zeroize::zeroize(&mut b.plain[..]);
             }
             let mut extra = [0u8; 1];
             if image.read(&mut extra).at("image")? != 0 {
-                return Err(Error::Usage("the image file grew while it was being mastered".into()));
+                return Err(Error::Usage(
+                    "the image file grew while it was being mastered".into(),
+                ));
             }
             Ok(hash.finish())
         });
@@ -215,19 +244,24 @@ fn encrypt_stream<R: Read + Send, W: Write>(
             let sealed = &block.sealed[..block.sealed_len];
             hash.update(sealed);
             if let Err(e) = out.write_all(sealed) {
-                failure = Some(Error::Io { path: PathBuf::from("update.enc"), source: e });
+                failure = Some(Error::Io {
+                    path: PathBuf::from("update.enc"),
+                    source: e,
+                });
                 break;
             }
             written += block.sealed_len as u64;
             progress(written);
-            zeroize::Zeroize::zeroize(&mut block.plain);
+            zeroize::Zeroize::zeroize(&mut block.plain[..]);
             if free_tx.send(block).is_err() {
                 break;
             }
         }
         drop(free_tx);
         drop(full_rx);
-        let plain = reader.join().map_err(|_| Error::Crypto("mastering thread panicked"))?;
+        let plain = reader
+            .join()
+            .map_err(|_| Error::Crypto("mastering thread panicked"))?;
         if let Some(e) = failure {
             return Err(e);
         }
@@ -246,7 +280,12 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<usize> {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::Io { path: PathBuf::from("image"), source: e }),
+            Err(e) => {
+                return Err(Error::Io {
+                    path: PathBuf::from("image"),
+                    source: e,
+                })
+            }
         }
     }
     Ok(n)
@@ -312,11 +351,15 @@ pub struct MasterReport {
 /// P-256 public key (PEM or DER).
 pub fn read_device_key(path: &Path) -> Result<PublicKey> {
     let bytes = std::fs::read(path).at(path)?;
-    let bad = |problem: &str| Error::BadKeyInput { path: path.to_path_buf(), problem: problem.to_string() };
+    let bad = |problem: &str| Error::BadKeyInput {
+        path: path.to_path_buf(),
+        problem: problem.to_string(),
+    };
     if let Some(k) = parse_public_key(&bytes) {
         return Ok(k);
     }
-    let cert = pki::parse_cert(&bytes).map_err(|_| bad("neither a P-256 public key nor an X.509 certificate"))?;
+    let cert = pki::parse_cert(&bytes)
+        .map_err(|_| bad("neither a P-256 public key nor an X.509 certificate"))?;
     if !pki::allows_key_agreement(&cert) {
         return Err(bad("the certificate's key usage does not include keyAgreement, so its key must not be used to encrypt (key separation)"));
     }
@@ -325,14 +368,25 @@ pub fn read_device_key(path: &Path) -> Result<PublicKey> {
 
 /// Masters a release into `req.out`, logs it in the audit log, and returns
 /// what was made. On any error nothing is left in `req.out`.
-pub fn master_release(oem: &OemDir, keystore: &dyn KeyStore, req: &MasterRequest, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<MasterReport> {
+pub fn master_release(
+    oem: &OemDir,
+    keystore: &dyn KeyStore,
+    req: &MasterRequest,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<MasterReport> {
     let product = oem.product(req.product)?;
     let staged = StagedDir::new(&req.out, "output directory")?;
-    let counter = req.security_counter.unwrap_or(req.version.default_counter().0);
+    let counter = req
+        .security_counter
+        .unwrap_or(req.version.default_counter().0);
     let last = oem.audit().last_counter(req.product.get())?;
     if let Some(last) = last {
         if counter < last && !req.force {
-            return Err(Error::CounterRollback { product: req.product.get(), requested: counter, last });
+            return Err(Error::CounterRollback {
+                product: req.product.get(),
+                requested: counter,
+                last,
+            });
         }
     }
     let mut recipients = vec![product.public_key.clone()];
@@ -342,7 +396,10 @@ pub fn master_release(oem: &OemDir, keystore: &dyn KeyStore, req: &MasterRequest
 
     let signer = keystore.signer(&KeyLabel::mastering())?;
     let cert_der = oem.mastering_der()?;
-    let cert = pki::parse_cert(&cert_der).map_err(|problem| Error::Corrupt { path: oem.path().join("mastering.pem"), problem })?;
+    let cert = pki::parse_cert(&cert_der).map_err(|problem| Error::Corrupt {
+        path: oem.path().join("mastering.pem"),
+        problem,
+    })?;
     if pki::cert_public_key(&cert).as_ref() != Some(signer.public_key()) {
         return Err(Error::Corrupt {
             path: oem.path().join("mastering.pem"),
@@ -350,15 +407,26 @@ pub fn master_release(oem: &OemDir, keystore: &dyn KeyStore, req: &MasterRequest
         });
     }
 
-    let img_err = |source| Error::Image { path: req.image.clone(), source };
+    let img_err = |source| Error::Image {
+        path: req.image.clone(),
+        source,
+    };
     let file = File::open(&req.image).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::NotFound { path: req.image.clone(), what: "image file" },
-        _ => Error::Io { path: req.image.clone(), source: e },
+        std::io::ErrorKind::NotFound => Error::NotFound {
+            path: req.image.clone(),
+            what: "image file",
+        },
+        _ => Error::Io {
+            path: req.image.clone(),
+            source: e,
+        },
     })?;
     let size = file.metadata().at(&req.image)?.len();
     let mut head = [0u8; 64];
     let n = read_full(&mut (&file), &mut head)?;
-    let format = req.format.unwrap_or_else(|| ImageFormat::detect(&head[..n]));
+    let format = req
+        .format
+        .unwrap_or_else(|| ImageFormat::detect(&head[..n]));
     drop(file);
 
     let mut params = MasterParams {
@@ -367,36 +435,62 @@ pub fn master_release(oem: &OemDir, keystore: &dyn KeyStore, req: &MasterRequest
         version: req.version,
         security_counter: SecurityCounter(counter),
         load_address: req.load.raw_load_address,
-        created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
         recipients,
         device_uids: req.device_uids.clone(),
         mastering_cert_der: cert_der,
     };
     let enc_path = staged.path().join("update.enc");
-    let mut enc = std::io::BufWriter::with_capacity(1 << 20, File::create(&enc_path).at(&enc_path)?);
+    let mut enc =
+        std::io::BufWriter::with_capacity(1 << 20, File::create(&enc_path).at(&enc_path)?);
     let (mastered, image_size) = match format {
         ImageFormat::Raw => {
             if size == 0 {
                 return Err(img_err(image::ImageError::Empty));
             }
             if size > limits::MAX_IMAGE_SIZE {
-                return Err(img_err(image::ImageError::TooLarge { size, max: limits::MAX_IMAGE_SIZE }));
+                return Err(img_err(image::ImageError::TooLarge {
+                    size,
+                    max: limits::MAX_IMAGE_SIZE,
+                }));
             }
             let f = File::open(&req.image).at(&req.image)?;
             let p = |w: u64| progress(w, stream::ciphertext_size(size).unwrap_or(u64::MAX));
-            let m = master_stream(&params, BufReader::with_capacity(1 << 20, f), size, &mut enc, signer.as_ref(), &mut SystemEntropy, &p)?;
+            let m = master_stream(
+                &params,
+                BufReader::with_capacity(1 << 20, f),
+                size,
+                &mut enc,
+                signer.as_ref(),
+                &mut SystemEntropy,
+                &p,
+            )?;
             (m, size)
         }
         ImageFormat::IntelHex | ImageFormat::Elf => {
             if size > req.load.max_size.saturating_mul(4).max(1 << 20) {
-                return Err(img_err(image::ImageError::TooLarge { size, max: req.load.max_size.saturating_mul(4) }));
+                return Err(img_err(image::ImageError::TooLarge {
+                    size,
+                    max: req.load.max_size.saturating_mul(4),
+                }));
             }
             let bytes = std::fs::read(&req.image).at(&req.image)?;
             let flat = image::load(&bytes, format, &req.load).map_err(img_err)?;
             params.load_address = flat.load_address;
             let len = flat.bytes.len() as u64;
             let p = |w: u64| progress(w, stream::ciphertext_size(len).unwrap_or(u64::MAX));
-            let m = master_stream(&params, &flat.bytes[..], len, &mut enc, signer.as_ref(), &mut SystemEntropy, &p)?;
+            let m = master_stream(
+                &params,
+                &flat.bytes[..],
+                len,
+                &mut enc,
+                signer.as_ref(),
+                &mut SystemEntropy,
+                &p,
+            )?;
             (m, len)
         }
     };
@@ -437,4 +531,114 @@ pub fn master_release(oem: &OemDir, keystore: &dyn KeyStore, req: &MasterRequest
     )?;
     staged.commit()?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{unwrap_with, EcdhKey, EcdsaKey, TestVectorEntropy};
+    use trustchain_formats::upk::Upk;
+
+    /// Several pipeline blocks, more than are in flight, and a short last chunk.
+    #[test]
+    fn multi_block_image_round_trips() {
+        let (signer, _) = EcdsaKey::generate().unwrap();
+        let mut e = TestVectorEntropy::new([3; 32]);
+        let (product, _) = EcdhKey::generate(&mut e).unwrap();
+        let len = (BLOCKS_IN_FLIGHT + 2) * BLOCK_CHUNKS * CHUNK_SIZE + 123;
+        let image: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let params = MasterParams {
+            oem_id: OemId::new(1).unwrap(),
+            product_id: ProductId::new(2).unwrap(),
+            version: Version {
+                major: 1,
+                minor: 0,
+                patch: 0,
+            },
+            security_counter: SecurityCounter(1),
+            load_address: 0,
+            created: 0,
+            recipients: vec![product.public_key().clone()],
+            device_uids: None,
+            mastering_cert_der: vec![0x30, 0x00],
+        };
+        let calls = std::sync::atomic::AtomicU64::new(0);
+        let mut enc = Vec::new();
+        let m = master_stream(
+            &params,
+            &image[..],
+            len as u64,
+            &mut enc,
+            &signer,
+            &mut e,
+            &|_| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            enc.len() as u64,
+            stream::ciphertext_size(len as u64).unwrap()
+        );
+        assert_eq!(
+            calls.into_inner(),
+            (BLOCKS_IN_FLIGHT + 3) as u64,
+            "one progress call per block"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("update.enc");
+        std::fs::write(&path, &enc).unwrap();
+        let upk = Upk::parse(&m.upk).unwrap();
+        let r = upk.manifest.encryption.recipients().next().unwrap();
+        let cek = unwrap_with(&product, &r.ephemeral, r.wrapped_key).unwrap();
+        let mut plain = Vec::new();
+        crate::release::decrypt_stream(&cek, &path, &upk, &mut plain).unwrap();
+        assert!(plain == image, "round trip");
+    }
+
+    #[test]
+    fn short_or_long_input_is_refused() {
+        let (signer, _) = EcdsaKey::generate().unwrap();
+        let mut e = TestVectorEntropy::new([4; 32]);
+        let (product, _) = EcdhKey::generate(&mut e).unwrap();
+        let params = MasterParams {
+            oem_id: OemId::new(1).unwrap(),
+            product_id: ProductId::new(2).unwrap(),
+            version: Version {
+                major: 1,
+                minor: 0,
+                patch: 0,
+            },
+            security_counter: SecurityCounter(1),
+            load_address: 0,
+            created: 0,
+            recipients: vec![product.public_key().clone()],
+            device_uids: None,
+            mastering_cert_der: vec![0x30, 0x00],
+        };
+        let image = vec![7u8; 10_000];
+        let mut out = Vec::new();
+        assert!(master_stream(
+            &params,
+            &image[..],
+            10_001,
+            &mut out,
+            &signer,
+            &mut e,
+            &|_| {}
+        )
+        .is_err());
+        let mut out = Vec::new();
+        assert!(master_stream(
+            &params,
+            &image[..],
+            9_999,
+            &mut out,
+            &signer,
+            &mut e,
+            &|_| {}
+        )
+        .is_err());
+        assert!(master_stream(&params, &image[..], 0, &mut out, &signer, &mut e, &|_| {}).is_err());
+    }
 }

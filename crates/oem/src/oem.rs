@@ -64,8 +64,8 @@ pub struct InitReport {
 
 /// SPKI DER prefix of a P-256 public key (id-ecPublicKey, prime256v1).
 const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
-    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
 /// PEM `PUBLIC KEY` of a P-256 point.
@@ -91,10 +91,21 @@ pub fn parse_public_key(bytes: &[u8]) -> Option<PublicKey> {
 impl OemDir {
     /// Creates the hierarchy in `path` (which must not exist). Nothing is
     /// left behind on failure.
-    pub fn init(path: &Path, oem_id: OemId, name: &str, pass: &Passphrase, kdf: KdfParams, operator: &str) -> Result<InitReport> {
+    pub fn init(
+        path: &Path,
+        oem_id: OemId,
+        name: &str,
+        pass: &Passphrase,
+        kdf: KdfParams,
+        operator: &str,
+    ) -> Result<InitReport> {
         let name = name.trim();
-        if name.is_empty() || name.len() > 64 {
-            return Err(Error::Usage("--name must be 1 to 64 characters".into()));
+        // The longest subject is "NAME Mastering"; X.520 bounds a CN at 64.
+        if name.is_empty() || name.len() > 48 {
+            return Err(Error::Usage(
+                "--name must be 1 to 48 characters (certificate common names are at most 64)"
+                    .into(),
+            ));
         }
         let staged = StagedDir::new(path, "OEM directory")?;
         let dir = staged.path();
@@ -105,34 +116,79 @@ impl OemDir {
         let root_key = ks.signer(&KeyLabel::root_ca())?;
         let dca_key = ks.signer(&KeyLabel::device_ca())?;
 
-        let mut root_spec = CertSpec::new(format!("{name} Root CA"), name.to_string(), oem_id, validity::ROOT_YEARS);
+        let mut root_spec = CertSpec::new(
+            format!("{name} Root CA"),
+            name.to_string(),
+            oem_id,
+            validity::ROOT_YEARS,
+        );
         root_spec.ca_path_len = Some(2);
         let root = pki::self_signed(&root_spec, root_key.as_ref())?;
-        let mut dca_spec = CertSpec::new(format!("{name} Device CA"), name.to_string(), oem_id, validity::DEVICE_CA_YEARS);
+        let mut dca_spec = CertSpec::new(
+            format!("{name} Device CA"),
+            name.to_string(),
+            oem_id,
+            validity::DEVICE_CA_YEARS,
+        );
         dca_spec.ca_path_len = Some(1);
         let dca = pki::issue(&dca_spec, dca_key.public_key(), &root, root_key.as_ref())?;
-        let mut m_spec = CertSpec::new(format!("{name} Mastering"), name.to_string(), oem_id, validity::MASTERING_YEARS);
+        let mut m_spec = CertSpec::new(
+            format!("{name} Mastering"),
+            name.to_string(),
+            oem_id,
+            validity::MASTERING_YEARS,
+        );
         m_spec.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         m_spec.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
         let mastering = pki::issue(&m_spec, &m_pub, &root, root_key.as_ref())?;
 
-        fsutil::write_new(&dir.join("root.pem"), root.pem().as_bytes(), "root certificate")?;
-        fsutil::write_new(&dir.join("device-ca.pem"), dca.pem().as_bytes(), "device CA certificate")?;
-        fsutil::write_new(&dir.join("mastering.pem"), mastering.pem().as_bytes(), "mastering certificate")?;
+        fsutil::write_new(
+            &dir.join("root.pem"),
+            root.pem().as_bytes(),
+            "root certificate",
+        )?;
+        fsutil::write_new(
+            &dir.join("device-ca.pem"),
+            dca.pem().as_bytes(),
+            "device CA certificate",
+        )?;
+        fsutil::write_new(
+            &dir.join("mastering.pem"),
+            mastering.pem().as_bytes(),
+            "mastering certificate",
+        )?;
         std::fs::create_dir(dir.join("products")).at(dir.join("products"))?;
-        let config = OemConfig { format: 1, oem_id: oem_id.get(), name: name.to_string(), created: audit::now_rfc3339() };
+        let config = OemConfig {
+            format: 1,
+            oem_id: oem_id.get(),
+            name: name.to_string(),
+            created: audit::now_rfc3339(),
+        };
         let text = toml::to_string(&config).map_err(|e| Error::Usage(e.to_string()))?;
         fsutil::write_new(&dir.join("oem.toml"), text.as_bytes(), "OEM description")?;
         let root_sha256 = hex::encode(sha256(&root.der));
-        AuditLog::new(&dir.join("audit.log"))
-            .append(operator, Event::OemInit { oem_id: oem_id.get(), root_sha256: root_sha256.clone() })?;
+        AuditLog::new(&dir.join("audit.log")).append(
+            operator,
+            Event::OemInit {
+                oem_id: oem_id.get(),
+                root_sha256: root_sha256.clone(),
+            },
+        )?;
         let dir = staged.commit()?;
         Ok(InitReport {
             dir,
             oem_id: oem_id.get(),
-            files: ["oem.toml", "root.pem", "device-ca.pem", "mastering.pem", "keystore/", "products/", "audit.log"]
-                .map(String::from)
-                .to_vec(),
+            files: [
+                "oem.toml",
+                "root.pem",
+                "device-ca.pem",
+                "mastering.pem",
+                "keystore/",
+                "products/",
+                "audit.log",
+            ]
+            .map(String::from)
+            .to_vec(),
             root_sha256,
         })
     }
@@ -140,22 +196,43 @@ impl OemDir {
     /// Opens an existing OEM directory (no passphrase needed).
     pub fn open(path: &Path) -> Result<Self> {
         if !path.is_dir() {
-            return Err(Error::NotFound { path: path.to_path_buf(), what: "OEM directory" });
+            return Err(Error::NotFound {
+                path: path.to_path_buf(),
+                what: "OEM directory",
+            });
         }
-        let not_oem = |problem: String| Error::NotAnOemDir { path: path.to_path_buf(), problem };
+        let not_oem = |problem: String| Error::NotAnOemDir {
+            path: path.to_path_buf(),
+            problem,
+        };
         let cfg_path = path.join("oem.toml");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|_| not_oem("oem.toml is missing".into()))?;
-        let config: OemConfig = toml::from_str(&text).map_err(|e| not_oem(format!("oem.toml: {e}")))?;
+        let text = std::fs::read_to_string(&cfg_path)
+            .map_err(|_| not_oem("oem.toml is missing".into()))?;
+        let config: OemConfig =
+            toml::from_str(&text).map_err(|e| not_oem(format!("oem.toml: {e}")))?;
         if config.format != 1 {
-            return Err(not_oem(format!("oem.toml format {} is not supported", config.format)));
+            return Err(not_oem(format!(
+                "oem.toml format {} is not supported",
+                config.format
+            )));
         }
-        let oem_id = OemId::new(config.oem_id).ok_or_else(|| not_oem("oem.toml: oem_id is 0".into()))?;
-        for f in ["root.pem", "device-ca.pem", "mastering.pem", "keystore/keystore.toml"] {
+        let oem_id =
+            OemId::new(config.oem_id).ok_or_else(|| not_oem("oem.toml: oem_id is 0".into()))?;
+        for f in [
+            "root.pem",
+            "device-ca.pem",
+            "mastering.pem",
+            "keystore/keystore.toml",
+        ] {
             if !path.join(f).exists() {
                 return Err(not_oem(format!("{f} is missing")));
             }
         }
-        Ok(Self { path: path.to_path_buf(), config, oem_id })
+        Ok(Self {
+            path: path.to_path_buf(),
+            config,
+            oem_id,
+        })
     }
 
     /// The directory.
@@ -221,7 +298,10 @@ mod tests {
         let (k, _) = crate::crypto::EcdhKey::generate(&mut crate::crypto::SystemEntropy).unwrap();
         let pem = public_key_pem(k.public_key());
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
-        assert_eq!(parse_public_key(pem.as_bytes()).as_ref(), Some(k.public_key()));
+        assert_eq!(
+            parse_public_key(pem.as_bytes()).as_ref(),
+            Some(k.public_key())
+        );
         assert!(parse_public_key(b"garbage").is_none());
     }
 }

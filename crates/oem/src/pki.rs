@@ -8,8 +8,8 @@
 //! └── mastering certificate (end entity, digitalSignature, EKU codeSigning)
 //! ```
 use rcgen::{
-    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyUsagePurpose, SerialNumber,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePurpose, SerialNumber,
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::Serialize;
@@ -130,7 +130,9 @@ pub struct CertSpec {
 impl CertSpec {
     /// A CA or end entity valid from an hour ago (clock skew) for `years`.
     pub fn new(common_name: String, organization: String, oem_id: OemId, years: i64) -> Self {
-        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::now_utc());
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or(OffsetDateTime::now_utc());
         Self {
             common_name,
             organization,
@@ -169,9 +171,15 @@ impl CertSpec {
         }
         p.extended_key_usages = self.extended_key_usages.clone();
         p.use_authority_key_identifier_extension = true;
-        p.custom_extensions.push(CustomExtension::from_oid_content(&OID_OEM_ID, der_uint(self.oem_id.get().into())));
+        p.custom_extensions.push(CustomExtension::from_oid_content(
+            &OID_OEM_ID,
+            der_uint(self.oem_id.get().into()),
+        ));
         if let Some(pid) = self.product_id {
-            p.custom_extensions.push(CustomExtension::from_oid_content(&OID_PRODUCT_ID, der_uint(pid.get().into())));
+            p.custom_extensions.push(CustomExtension::from_oid_content(
+                &OID_PRODUCT_ID,
+                der_uint(pid.get().into()),
+            ));
         }
         Ok(p)
     }
@@ -205,23 +213,38 @@ pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
 /// Self-signs a root CA certificate.
 pub fn self_signed(spec: &CertSpec, key: &dyn Signer) -> Result<IssuerCert> {
     let params = spec.params()?;
-    let cert = params.self_signed(&RcgenKey(key)).map_err(|e| Error::Usage(format!("certificate: {e}")))?;
-    Ok(IssuerCert { der: cert.der().to_vec(), params })
+    let cert = params
+        .self_signed(&RcgenKey(key))
+        .map_err(|e| Error::Usage(format!("certificate: {e}")))?;
+    Ok(IssuerCert {
+        der: cert.der().to_vec(),
+        params,
+    })
 }
 
 /// Issues a certificate for `subject_key` under `issuer`.
-pub fn issue(spec: &CertSpec, subject_key: &PublicKey, issuer: &IssuerCert, issuer_key: &dyn Signer) -> Result<IssuerCert> {
+pub fn issue(
+    spec: &CertSpec,
+    subject_key: &PublicKey,
+    issuer: &IssuerCert,
+    issuer_key: &dyn Signer,
+) -> Result<IssuerCert> {
     let params = spec.params()?;
     let iss = Issuer::from_params(&issuer.params, RcgenKey(issuer_key));
     let cert = params
         .signed_by(&RcgenPublic(subject_key), &iss)
         .map_err(|e| Error::Usage(format!("certificate: {e}")))?;
-    Ok(IssuerCert { der: cert.der().to_vec(), params })
+    Ok(IssuerCert {
+        der: cert.der().to_vec(),
+        params,
+    })
 }
 
 /// Reads one certificate from PEM or DER bytes.
 pub fn parse_cert(bytes: &[u8]) -> std::result::Result<x509_cert::Certificate, String> {
-    if bytes.starts_with(b"-----BEGIN") || bytes.iter().take(64).any(|&b| b == b'-') && bytes.is_ascii() {
+    if bytes.starts_with(b"-----BEGIN")
+        || bytes.iter().take(64).any(|&b| b == b'-') && bytes.is_ascii()
+    {
         x509_cert::Certificate::from_pem(bytes).map_err(|e| format!("not a PEM certificate: {e}"))
     } else {
         x509_cert::Certificate::from_der(bytes).map_err(|e| format!("not a DER certificate: {e}"))
@@ -242,33 +265,44 @@ pub fn cert_public_key(cert: &x509_cert::Certificate) -> Option<PublicKey> {
 fn ext_uint(cert: &x509_cert::Certificate, arc: &[u64]) -> Option<u64> {
     let want: Vec<String> = arc.iter().map(|a| a.to_string()).collect();
     let want = want.join(".");
-    cert.tbs_certificate.extensions.as_ref()?.iter().find(|e| e.extn_id.to_string() == want).and_then(|e| {
-        let v = x509_cert::der::asn1::Uint::from_der(e.extn_value.as_bytes()).ok()?;
-        let b = v.as_bytes();
-        if b.len() > 8 {
-            return None;
-        }
-        Some(b.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64))
-    })
+    cert.tbs_certificate
+        .extensions
+        .as_ref()?
+        .iter()
+        .find(|e| e.extn_id.to_string() == want)
+        .and_then(|e| {
+            let v = x509_cert::der::asn1::Uint::from_der(e.extn_value.as_bytes()).ok()?;
+            let b = v.as_bytes();
+            if b.len() > 8 {
+                return None;
+            }
+            Some(b.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64))
+        })
 }
 
 /// The OEM ID a certificate carries.
 pub fn cert_oem_id(cert: &x509_cert::Certificate) -> Option<OemId> {
-    ext_uint(cert, &OID_OEM_ID).and_then(|v| u32::try_from(v).ok()).and_then(OemId::new)
+    ext_uint(cert, &OID_OEM_ID)
+        .and_then(|v| u32::try_from(v).ok())
+        .and_then(OemId::new)
 }
 
 /// The product ID a certificate carries.
 pub fn cert_product_id(cert: &x509_cert::Certificate) -> Option<ProductId> {
-    ext_uint(cert, &OID_PRODUCT_ID).and_then(|v| u32::try_from(v).ok()).and_then(ProductId::new)
+    ext_uint(cert, &OID_PRODUCT_ID)
+        .and_then(|v| u32::try_from(v).ok())
+        .and_then(ProductId::new)
 }
 
 /// Validates `ee_der` as a code-signing certificate chaining to `root_der`
 /// (rustls-webpki: signatures, validity at `now`, CA constraints, EKU).
 pub fn validate_code_signing(ee_der: &[u8], root_der: &[u8]) -> std::result::Result<(), String> {
     let root = CertificateDer::from(root_der);
-    let anchor = webpki::anchor_from_trusted_cert(&root).map_err(|e| format!("root certificate: {e}"))?;
+    let anchor =
+        webpki::anchor_from_trusted_cert(&root).map_err(|e| format!("root certificate: {e}"))?;
     let ee = CertificateDer::from(ee_der);
-    let ee = webpki::EndEntityCert::try_from(&ee).map_err(|e| format!("mastering certificate: {e}"))?;
+    let ee =
+        webpki::EndEntityCert::try_from(&ee).map_err(|e| format!("mastering certificate: {e}"))?;
     ee.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
         &[anchor],
@@ -317,7 +351,10 @@ fn rfc3339(t: x509_cert::time::Time) -> String {
     let secs = t.to_unix_duration().as_secs() as i64;
     OffsetDateTime::from_unix_timestamp(secs)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| secs.to_string())
 }
 
@@ -346,7 +383,11 @@ pub fn describe(cert: &x509_cert::Certificate) -> CertInfo {
                         (ku.key_cert_sign(), "keyCertSign"),
                         (ku.crl_sign(), "cRLSign"),
                     ];
-                    key_usage = names.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
+                    key_usage = names
+                        .iter()
+                        .filter(|(on, _)| *on)
+                        .map(|(_, n)| *n)
+                        .collect();
                 }
             }
             "2.5.29.37" => {
@@ -396,7 +437,10 @@ mod tests {
             let msg = [i; 7];
             let sig = k.sign(&msg).unwrap();
             let der = ecdsa_sig_der(&sig);
-            let v = aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1, &k.public_key().0);
+            let v = aws_lc_rs::signature::UnparsedPublicKey::new(
+                &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
+                &k.public_key().0,
+            );
             assert!(v.verify(&msg, &der).is_ok());
         }
     }

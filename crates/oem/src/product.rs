@@ -82,10 +82,17 @@ impl Product {
         let staged = StagedDir::new(&target, "product directory")?;
         let label = KeyLabel::product_kek(id.get());
         if keystore.contains(&label) {
-            return Err(Error::AlreadyExists { path: oem.keystore_dir().join(format!("{label}.key")), what: "product key" });
+            return Err(Error::AlreadyExists {
+                path: oem.keystore_dir().join(format!("{label}.key")),
+                what: "product key",
+            });
         }
         let dir = staged.path();
-        fsutil::write_new(&dir.join("template.toml"), template.to_toml().as_bytes(), "template")?;
+        fsutil::write_new(
+            &dir.join("template.toml"),
+            template.to_toml().as_bytes(),
+            "template",
+        )?;
         // The key last: if anything above failed, no key was made.
         let public = keystore.generate(&label, KeyKind::EcdhP256)?;
         let config = ProductConfig {
@@ -98,33 +105,69 @@ impl Product {
             key_agreement_public: hex::encode(public.0),
         };
         let text = toml::to_string(&config).map_err(|e| Error::Usage(e.to_string()))?;
-        fsutil::write_new(&dir.join("product.toml"), text.as_bytes(), "product description")?;
-        fsutil::write_new(&dir.join("product-key.pem"), public_key_pem(&public).as_bytes(), "product public key")?;
+        fsutil::write_new(
+            &dir.join("product.toml"),
+            text.as_bytes(),
+            "product description",
+        )?;
+        fsutil::write_new(
+            &dir.join("product-key.pem"),
+            public_key_pem(&public).as_bytes(),
+            "product public key",
+        )?;
         let dir = staged.commit()?;
         let kid = hex::encode(public.kid());
-        oem.audit().append(operator, Event::ProductCreate { product: id.get(), name: name.to_string(), product_key_kid: kid.clone() })?;
-        Ok(ProductReport { dir, product_id: id.get(), product_key_kid: kid })
+        oem.audit().append(
+            operator,
+            Event::ProductCreate {
+                product: id.get(),
+                name: name.to_string(),
+                product_key_kid: kid.clone(),
+            },
+        )?;
+        Ok(ProductReport {
+            dir,
+            product_id: id.get(),
+            product_key_kid: kid,
+        })
     }
 
     /// Loads product `id` of `oem`.
     pub fn load(oem: &OemDir, id: ProductId) -> Result<Self> {
         let dir = oem.product_dir(id);
         if !dir.is_dir() {
-            return Err(Error::NoSuchProduct { oem_dir: oem.path().to_path_buf(), product: id.get() });
+            return Err(Error::NoSuchProduct {
+                oem_dir: oem.path().to_path_buf(),
+                product: id.get(),
+            });
         }
         let path = dir.join("product.toml");
-        let corrupt = |problem: String| Error::Corrupt { path: path.clone(), problem };
+        let corrupt = |problem: String| Error::Corrupt {
+            path: path.clone(),
+            problem,
+        };
         let text = std::fs::read_to_string(&path).map_err(|e| corrupt(e.to_string()))?;
         let config: ProductConfig = toml::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-        if config.format != 1 || config.product_id != id.get() || config.oem_id != oem.oem_id().get() {
-            return Err(corrupt("format, product ID or OEM ID does not match its place".into()));
+        if config.format != 1
+            || config.product_id != id.get()
+            || config.oem_id != oem.oem_id().get()
+        {
+            return Err(corrupt(
+                "format, product ID or OEM ID does not match its place".into(),
+            ));
         }
         let public = hex::decode(&config.key_agreement_public)
             .ok()
             .and_then(|b| PublicKey::from_sec1(&b))
             .ok_or_else(|| corrupt("key_agreement_public is not a P-256 point".into()))?;
         let template = Template::load(&dir.join("template.toml"))?;
-        Ok(Self { dir, config, public_key: public, template, id })
+        Ok(Self {
+            dir,
+            config,
+            public_key: public,
+            template,
+            id,
+        })
     }
 
     /// The keystore label of the product key.

@@ -50,11 +50,19 @@ pub struct ReleaseInfo {
 /// Reads `update.upk` of a release directory, bounded.
 pub fn read_upk(path: &Path) -> Result<Vec<u8>> {
     let file = File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::NotFound { path: path.to_path_buf(), what: "UPK (update.upk)" },
-        _ => Error::Io { path: path.to_path_buf(), source: e },
+        std::io::ErrorKind::NotFound => Error::NotFound {
+            path: path.to_path_buf(),
+            what: "UPK (update.upk)",
+        },
+        _ => Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
     })?;
     let mut bytes = Vec::new();
-    file.take(limits::MAX_UPK_LEN as u64 + 1).read_to_end(&mut bytes).at(path)?;
+    file.take(limits::MAX_UPK_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .at(path)?;
     Ok(bytes)
 }
 
@@ -66,7 +74,10 @@ pub fn verify_release(dir: &Path, root_der: &[u8]) -> Result<ReleaseInfo> {
     let upk_path = dir.join("update.upk");
     let enc_path = dir.join("update.enc");
     let bytes = read_upk(&upk_path)?;
-    let upk = Upk::parse(&bytes).map_err(|source| Error::Format { path: upk_path.clone(), source })?;
+    let upk = Upk::parse(&bytes).map_err(|source| Error::Format {
+        path: upk_path.clone(),
+        source,
+    })?;
     let info = verify_upk(&upk_path, &upk, root_der)?;
     check_ciphertext(&enc_path, &upk)?;
     Ok(info)
@@ -74,20 +85,34 @@ pub fn verify_release(dir: &Path, root_der: &[u8]) -> Result<ReleaseInfo> {
 
 /// Signature and chain checks of a parsed UPK.
 fn verify_upk(path: &Path, upk: &Upk<'_>, root_der: &[u8]) -> Result<ReleaseInfo> {
-    let chain_err = |problem: String| Error::Chain { path: path.to_path_buf(), problem };
-    let cert_der = upk.sign1.x5chain.ok_or_else(|| chain_err("the UPK carries no mastering certificate (x5chain)".into()))?;
+    let chain_err = |problem: String| Error::Chain {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let cert_der = upk
+        .sign1
+        .x5chain
+        .ok_or_else(|| chain_err("the UPK carries no mastering certificate (x5chain)".into()))?;
     pki::validate_code_signing(cert_der, root_der).map_err(chain_err)?;
     let cert = pki::parse_cert(cert_der).map_err(chain_err)?;
     let root = pki::parse_cert(root_der).map_err(chain_err)?;
     let m = &upk.manifest;
     if pki::cert_oem_id(&cert) != Some(m.oem_id) || pki::cert_oem_id(&root) != Some(m.oem_id) {
-        return Err(chain_err(format!("the certificates do not carry the UPK's OEM ID {}", m.oem_id)));
+        return Err(chain_err(format!(
+            "the certificates do not carry the UPK's OEM ID {}",
+            m.oem_id
+        )));
     }
-    let key = pki::cert_public_key(&cert).ok_or_else(|| chain_err("the mastering key is not P-256".into()))?;
+    let key = pki::cert_public_key(&cert)
+        .ok_or_else(|| chain_err("the mastering key is not P-256".into()))?;
     let mut tbs = Vec::new();
-    cose::sig_structure(upk.sign1.protected, upk.sign1.payload, |b| tbs.extend_from_slice(b));
+    cose::sig_structure(upk.sign1.protected, upk.sign1.payload, |b| {
+        tbs.extend_from_slice(b)
+    });
     if !verify_es256(&key.0, &tbs, upk.sign1.signature) {
-        return Err(Error::BadSignature { path: path.to_path_buf() });
+        return Err(Error::BadSignature {
+            path: path.to_path_buf(),
+        });
     }
     Ok(ReleaseInfo {
         oem_id: m.oem_id.get(),
@@ -100,7 +125,11 @@ fn verify_upk(path: &Path, upk: &Upk<'_>, root_der: &[u8]) -> Result<ReleaseInfo
         image_sha256: m.image_digest.to_string(),
         ciphertext_sha256: m.ciphertext_digest.to_string(),
         created: m.created,
-        recipients: m.encryption.recipients().map(|r| hex::encode(r.kid)).collect(),
+        recipients: m
+            .encryption
+            .recipients()
+            .map(|r| hex::encode(r.kid))
+            .collect(),
         device_uids: m.device_uids.map(|l| l.iter().map(hex::encode).collect()),
         signer: cert.tbs_certificate.subject.to_string(),
     })
@@ -108,8 +137,14 @@ fn verify_upk(path: &Path, upk: &Upk<'_>, root_der: &[u8]) -> Result<ReleaseInfo
 
 fn open_enc(path: &Path) -> Result<File> {
     File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::NotFound { path: path.to_path_buf(), what: "encrypted image (update.enc)" },
-        _ => Error::Io { path: path.to_path_buf(), source: e },
+        std::io::ErrorKind::NotFound => Error::NotFound {
+            path: path.to_path_buf(),
+            what: "encrypted image (update.enc)",
+        },
+        _ => Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
     })
 }
 
@@ -146,14 +181,25 @@ fn check_ciphertext(path: &Path, upk: &Upk<'_>) -> Result<()> {
 /// Decrypts a release with the product key of `oem` into `out` (which must
 /// not exist): verifies it against the OEM's own root first, opens every
 /// chunk, checks the plaintext digest, then renames into place.
-pub fn decrypt_release(oem: &OemDir, keystore: &dyn KeyStore, dir: &Path, out: &Path) -> Result<ReleaseInfo> {
+pub fn decrypt_release(
+    oem: &OemDir,
+    keystore: &dyn KeyStore,
+    dir: &Path,
+    out: &Path,
+) -> Result<ReleaseInfo> {
     if out.exists() {
-        return Err(Error::AlreadyExists { path: out.to_path_buf(), what: "output file" });
+        return Err(Error::AlreadyExists {
+            path: out.to_path_buf(),
+            what: "output file",
+        });
     }
     let upk_path = dir.join("update.upk");
     let enc_path = dir.join("update.enc");
     let bytes = read_upk(&upk_path)?;
-    let upk = Upk::parse(&bytes).map_err(|source| Error::Format { path: upk_path.clone(), source })?;
+    let upk = Upk::parse(&bytes).map_err(|source| Error::Format {
+        path: upk_path.clone(),
+        source,
+    })?;
     let info = verify_upk(&upk_path, &upk, &oem.root_der()?)?;
     let product_id = ProductId::new(info.product_id).ok_or(Error::Crypto("product ID"))?;
     let product = oem.product(product_id)?;
@@ -161,22 +207,33 @@ pub fn decrypt_release(oem: &OemDir, keystore: &dyn KeyStore, dir: &Path, out: &
         .manifest
         .encryption
         .recipient_for(&product.public_key.kid())
-        .ok_or(Error::NotARecipient { path: upk_path.clone(), recipients: upk.manifest.encryption.len() })?;
+        .ok_or(Error::NotARecipient {
+            path: upk_path.clone(),
+            recipients: upk.manifest.encryption.len(),
+        })?;
     let agree = keystore.key_agreement(&product.key_label())?;
-    let cek = unwrap_cek(agree.as_ref(), &recipient).ok_or(Error::DecryptionFailed { path: upk_path.clone() })?;
+    let cek = unwrap_cek(agree.as_ref(), &recipient).ok_or(Error::DecryptionFailed {
+        path: upk_path.clone(),
+    })?;
 
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp = tempfile::Builder::new().prefix(".tc-tmp-").tempfile_in(&parent).at(&parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".tc-tmp-")
+        .tempfile_in(&parent)
+        .at(&parent)?;
     {
         let mut w = BufWriter::new(tmp.as_file());
         decrypt_stream(&cek, &enc_path, &upk, &mut w)?;
         w.flush().at(out)?;
     }
     tmp.as_file().sync_all().at(out)?;
-    tmp.persist_noclobber(out).map_err(|e| Error::Io { path: out.to_path_buf(), source: e.error })?;
+    tmp.persist_noclobber(out).map_err(|e| Error::Io {
+        path: out.to_path_buf(),
+        source: e.error,
+    })?;
     Ok(info)
 }
 
@@ -191,7 +248,12 @@ pub fn unwrap_cek(
 
 /// Decrypts `update.enc` chunk by chunk to `w`, checking sizes, every tag and
 /// the plaintext digest.
-pub fn decrypt_stream<W: Write>(cek: &[u8; stream::KEY_LEN], enc_path: &Path, upk: &Upk<'_>, w: &mut W) -> Result<()> {
+pub fn decrypt_stream<W: Write>(
+    cek: &[u8; stream::KEY_LEN],
+    enc_path: &Path,
+    upk: &Upk<'_>,
+    w: &mut W,
+) -> Result<()> {
     let m = &upk.manifest;
     let file = open_enc(enc_path)?;
     let len = file.metadata().at(enc_path)?.len();
@@ -210,8 +272,14 @@ pub fn decrypt_stream<W: Write>(cek: &[u8; stream::KEY_LEN], enc_path: &Path, up
         let n = stream::chunk_len(m.image_size, i) + TAG_LEN;
         r.read_exact(&mut buf[..n]).at(enc_path)?;
         let p = aead
-            .open(stream::nonce(i, i + 1 == chunks), &cose::CONTENT_AAD, &mut buf[..n])
-            .ok_or(Error::DecryptionFailed { path: enc_path.to_path_buf() })?;
+            .open(
+                stream::nonce(i, i + 1 == chunks),
+                &cose::CONTENT_AAD,
+                &mut buf[..n],
+            )
+            .ok_or(Error::DecryptionFailed {
+                path: enc_path.to_path_buf(),
+            })?;
         h.update(&buf[..p]);
         w.write_all(&buf[..p]).at("output")?;
     }

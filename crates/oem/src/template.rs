@@ -21,7 +21,14 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Placeholders a subject field may use.
-pub const PLACEHOLDERS: &[&str] = &["serial", "uid", "oem_id", "product_id", "oem_name", "product_name"];
+pub const PLACEHOLDERS: &[&str] = &[
+    "serial",
+    "uid",
+    "oem_id",
+    "product_id",
+    "oem_name",
+    "product_name",
+];
 /// Key usages a device certificate may have.
 pub const KEY_USAGES: &[&str] = &["digital_signature", "key_agreement"];
 /// Extended key usages a device certificate may have.
@@ -94,12 +101,18 @@ fn check_field(name: &str, value: &str) -> std::result::Result<(), String> {
             return Err(format!("subject.{name}: '}}' without '{{'"));
         }
         let after = &rest[open + 1..];
-        let close = after.find('}').ok_or_else(|| format!("subject.{name}: '{{' without '}}'"))?;
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("subject.{name}: '{{' without '}}'"))?;
         let ph = &after[..close];
         if !PLACEHOLDERS.contains(&ph) {
             return Err(format!(
                 "subject.{name}: unknown placeholder {{{ph}}} (known: {})",
-                PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", ")
+                PLACEHOLDERS
+                    .iter()
+                    .map(|p| format!("{{{p}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         rest = &after[close + 1..];
@@ -120,7 +133,10 @@ impl Template {
 
     /// Reads and checks a template file.
     pub fn load(path: &Path) -> Result<Self> {
-        let err = |problem: String| Error::Template { path: path.to_path_buf(), problem };
+        let err = |problem: String| Error::Template {
+            path: path.to_path_buf(),
+            problem,
+        };
         let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
         if meta.len() > MAX_TEMPLATE_LEN {
             return Err(err(format!("larger than {MAX_TEMPLATE_LEN} bytes")));
@@ -132,17 +148,29 @@ impl Template {
     /// Checks every rule of the format.
     pub fn check(&self) -> std::result::Result<(), String> {
         if self.format != 1 {
-            return Err(format!("format {} is not supported (expected 1)", self.format));
+            return Err(format!(
+                "format {} is not supported (expected 1)",
+                self.format
+            ));
         }
-        if self.key_usages.is_empty() {
-            return Err("key_usages is empty (a device certificate needs digital_signature)".into());
-        }
-        for ku in &self.key_usages {
+        for (i, ku) in self.key_usages.iter().enumerate() {
+            if self.key_usages[..i].contains(ku) {
+                return Err(format!("key usage '{ku}' is listed twice"));
+            }
             if !KEY_USAGES.contains(&ku.as_str()) {
-                return Err(format!("unknown key usage '{ku}' (known: {})", KEY_USAGES.join(", ")));
+                return Err(format!(
+                    "unknown key usage '{ku}' (known: {})",
+                    KEY_USAGES.join(", ")
+                ));
             }
         }
-        for eku in &self.extended_key_usages {
+        if !self.key_usages.iter().any(|k| k == "digital_signature") {
+            return Err("key_usages must include digital_signature (the device signs challenges with its identity key)".into());
+        }
+        for (i, eku) in self.extended_key_usages.iter().enumerate() {
+            if self.extended_key_usages[..i].contains(eku) {
+                return Err(format!("extended key usage '{eku}' is listed twice"));
+            }
             if !EXTENDED_KEY_USAGES.contains(&eku.as_str()) {
                 return Err(format!(
                     "unknown extended key usage '{eku}' (known: {})",
@@ -152,14 +180,20 @@ impl Template {
         }
         let s = &self.subject;
         check_field("common_name", &s.common_name)?;
-        for (n, v) in [("organization", &s.organization), ("organizational_unit", &s.organizational_unit), ("serial_number", &s.serial_number)] {
+        for (n, v) in [
+            ("organization", &s.organization),
+            ("organizational_unit", &s.organizational_unit),
+            ("serial_number", &s.serial_number),
+        ] {
             if let Some(v) = v {
                 check_field(n, v)?;
             }
         }
         if let Some(c) = &s.country {
             if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-                return Err("subject.country: two upper-case letters (ISO 3166), no placeholders".into());
+                return Err(
+                    "subject.country: two upper-case letters (ISO 3166), no placeholders".into(),
+                );
             }
         }
         Ok(())
@@ -167,26 +201,54 @@ impl Template {
 
     /// Fills in the placeholders of every subject field.
     pub fn render(&self, vars: &BTreeMap<&str, String>) -> std::result::Result<Subject, String> {
+        // One left-to-right pass: a value that itself looks like a
+        // placeholder is copied as is, never expanded again.
         let fill = |name: &str, v: &str| -> std::result::Result<String, String> {
-            let mut out = v.to_string();
-            for ph in PLACEHOLDERS {
-                let key = format!("{{{ph}}}");
-                if out.contains(&key) {
-                    let val = vars.get(ph).ok_or_else(|| format!("no value for {{{ph}}}"))?;
-                    out = out.replace(&key, val);
-                }
+            let mut out = String::new();
+            let mut rest = v;
+            while let Some(open) = rest.find('{') {
+                out.push_str(&rest[..open]);
+                let after = &rest[open + 1..];
+                let close = after
+                    .find('}')
+                    .ok_or_else(|| format!("subject.{name}: '{{' without '}}'"))?;
+                let ph = &after[..close];
+                out.push_str(
+                    vars.get(ph)
+                        .ok_or_else(|| format!("no value for {{{ph}}}"))?,
+                );
+                rest = &after[close + 1..];
+            }
+            out.push_str(rest);
+            if out.trim().is_empty() {
+                return Err(format!("subject.{name} renders to an empty value"));
             }
             if out.len() > MAX_FIELD_LEN {
-                return Err(format!("subject.{name} renders to {} bytes, above {MAX_FIELD_LEN}", out.len()));
+                return Err(format!(
+                    "subject.{name} renders to {} bytes, above {MAX_FIELD_LEN}",
+                    out.len()
+                ));
             }
             Ok(out)
         };
         let s = &self.subject;
         Ok(Subject {
             common_name: fill("common_name", &s.common_name)?,
-            organization: s.organization.as_deref().map(|v| fill("organization", v)).transpose()?,
-            organizational_unit: s.organizational_unit.as_deref().map(|v| fill("organizational_unit", v)).transpose()?,
-            serial_number: s.serial_number.as_deref().map(|v| fill("serial_number", v)).transpose()?,
+            organization: s
+                .organization
+                .as_deref()
+                .map(|v| fill("organization", v))
+                .transpose()?,
+            organizational_unit: s
+                .organizational_unit
+                .as_deref()
+                .map(|v| fill("organizational_unit", v))
+                .transpose()?,
+            serial_number: s
+                .serial_number
+                .as_deref()
+                .map(|v| fill("serial_number", v))
+                .transpose()?,
             country: s.country.clone(),
         })
     }
@@ -224,12 +286,35 @@ mod tests {
     fn rejects_bad_templates_with_the_reason() {
         let base = Template::default().to_toml();
         let cases = [
-            (base.replace("{serial}", "{serail}"), "unknown placeholder {serail}"),
+            (
+                base.replace("{serial}", "{serail}"),
+                "unknown placeholder {serail}",
+            ),
             (base.replace("{serial}", "{serial"), "without '}'"),
             (base.replace("format = 1", "format = 2"), "format 2"),
-            (base.replace("\"digital_signature\"", "\"key_cert_sign\""), "unknown key usage"),
-            (base.replace("\"client_auth\"", "\"code_signing\""), "unknown extended key usage"),
+            (
+                base.replace("\"digital_signature\"", "\"key_cert_sign\""),
+                "unknown key usage",
+            ),
+            (
+                base.replace("\"client_auth\"", "\"code_signing\""),
+                "unknown extended key usage",
+            ),
             (format!("{base}\nextra = 1\n"), "unknown field"),
+            (
+                base.replace(
+                    "key_usages = [\"digital_signature\"]",
+                    "key_usages = [\"key_agreement\"]",
+                ),
+                "must include digital_signature",
+            ),
+            (
+                base.replace(
+                    "key_usages = [\"digital_signature\"]",
+                    "key_usages = [\"digital_signature\", \"digital_signature\"]",
+                ),
+                "listed twice",
+            ),
         ];
         for (text, want) in cases {
             let err = Template::parse(&text).unwrap_err();
@@ -240,10 +325,28 @@ mod tests {
     #[test]
     fn render_bounds_field_length() {
         let t = Template::default();
-        let vars: BTreeMap<&str, String> =
-            [("serial", "9".repeat(80)), ("uid", "x".into()), ("oem_name", "A".into()), ("product_name", "P".into())]
-                .into_iter()
-                .collect();
+        let vars: BTreeMap<&str, String> = [
+            ("serial", "9".repeat(80)),
+            ("uid", "x".into()),
+            ("oem_name", "A".into()),
+            ("product_name", "P".into()),
+        ]
+        .into_iter()
+        .collect();
         assert!(t.render(&vars).unwrap_err().contains("above 64"));
+    }
+
+    #[test]
+    fn render_is_one_pass() {
+        let t = Template::default();
+        let vars: BTreeMap<&str, String> = [
+            ("serial", "{uid}".to_string()),
+            ("uid", "u1".into()),
+            ("oem_name", "A".into()),
+            ("product_name", "P".into()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(t.render(&vars).unwrap().common_name, "P {uid}");
     }
 }

@@ -21,7 +21,8 @@ impl KeyLabel {
     pub fn new(s: &str) -> Option<Self> {
         let ok = (1..=64).contains(&s.len())
             && s.as_bytes()[0].is_ascii_lowercase()
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         ok.then(|| Self(s.to_string()))
     }
     /// The root CA key.

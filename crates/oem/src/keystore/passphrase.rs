@@ -20,7 +20,9 @@ impl Passphrase {
     /// From a string (an empty one is refused).
     pub fn new(s: Zeroizing<String>) -> Result<Self> {
         if s.is_empty() {
-            return Err(Error::NoPassphrase { reason: "the passphrase is empty".into() });
+            return Err(Error::NoPassphrase {
+                reason: "the passphrase is empty".into(),
+            });
         }
         Ok(Self(s))
     }

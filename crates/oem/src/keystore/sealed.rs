@@ -40,7 +40,11 @@ pub struct KdfParams {
 
 impl KdfParams {
     /// RFC 9106 §4, second recommended option: 64 MiB, 3 passes, 4 lanes.
-    pub const RECOMMENDED: KdfParams = KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 4 };
+    pub const RECOMMENDED: KdfParams = KdfParams {
+        memory_kib: 64 * 1024,
+        iterations: 3,
+        parallelism: 4,
+    };
 
     fn check(&self) -> Option<()> {
         let ok = (8 * 1024..=4 * 1024 * 1024).contains(&self.memory_kib)
@@ -110,8 +114,13 @@ struct SealedKey<'a> {
 }
 
 fn parse_key_file<'a>(path: &Path, bytes: &'a [u8], label: &KeyLabel) -> Result<SealedKey<'a>> {
-    let corrupt = |problem: &str| Error::Corrupt { path: path.to_path_buf(), problem: problem.to_string() };
-    let rest = bytes.strip_prefix(&KEY_MAGIC[..]).ok_or_else(|| corrupt("not a trustchain sealed key (bad magic)"))?;
+    let corrupt = |problem: &str| Error::Corrupt {
+        path: path.to_path_buf(),
+        problem: problem.to_string(),
+    };
+    let rest = bytes
+        .strip_prefix(&KEY_MAGIC[..])
+        .ok_or_else(|| corrupt("not a trustchain sealed key (bad magic)"))?;
     let (&kind, rest) = rest.split_first().ok_or_else(|| corrupt("truncated"))?;
     let kind = KeyKind::from_code(kind).ok_or_else(|| corrupt("unknown key kind"))?;
     let (&label_len, rest) = rest.split_first().ok_or_else(|| corrupt("truncated"))?;
@@ -121,7 +130,9 @@ fn parse_key_file<'a>(path: &Path, bytes: &'a [u8], label: &KeyLabel) -> Result<
     }
     let (file_label, rest) = rest.split_at(label_len);
     if file_label != label.as_str().as_bytes() {
-        return Err(corrupt("the key inside is labelled differently from its file name"));
+        return Err(corrupt(
+            "the key inside is labelled differently from its file name",
+        ));
     }
     let (&pub_len, rest) = rest.split_first().ok_or_else(|| corrupt("truncated"))?;
     if pub_len != 65 {
@@ -130,15 +141,25 @@ fn parse_key_file<'a>(path: &Path, bytes: &'a [u8], label: &KeyLabel) -> Result<
     let (public, sealed) = rest.split_at(65);
     let public = PublicKey(public.try_into().map_err(|_| corrupt("bad public key"))?);
     let header_len = bytes.len() - sealed.len();
-    Ok(SealedKey { kind, public, header: &bytes[..header_len], sealed })
+    Ok(SealedKey {
+        kind,
+        public,
+        header: &bytes[..header_len],
+        sealed,
+    })
 }
 
 impl SealedKeyStore {
     /// Creates a new keystore in `dir` (which must not exist).
     pub fn create(dir: &Path, pass: &Passphrase, params: KdfParams) -> Result<Self> {
-        params.check().ok_or_else(|| Error::Usage("Argon2id parameters out of range".into()))?;
+        params
+            .check()
+            .ok_or_else(|| Error::Usage("Argon2id parameters out of range".into()))?;
         if dir.exists() {
-            return Err(Error::AlreadyExists { path: dir.to_path_buf(), what: "keystore" });
+            return Err(Error::AlreadyExists {
+                path: dir.to_path_buf(),
+                what: "keystore",
+            });
         }
         let mut salt = [0u8; 16];
         SystemEntropy.fill(&mut salt)?;
@@ -155,25 +176,44 @@ impl SealedKeyStore {
         };
         let text = toml::to_string(&file).map_err(|e| Error::Usage(e.to_string()))?;
         fs::create_dir(dir).at(dir)?;
-        fsutil::write_new(&dir.join("keystore.toml"), text.as_bytes(), "keystore description")?;
-        Ok(Self { dir: dir.to_path_buf(), kek })
+        fsutil::write_new(
+            &dir.join("keystore.toml"),
+            text.as_bytes(),
+            "keystore description",
+        )?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            kek,
+        })
     }
 
     /// Opens the keystore in `dir` with `pass`; a wrong passphrase is
     /// [`Error::WrongPassphrase`].
     pub fn open(dir: &Path, pass: &Passphrase) -> Result<Self> {
         let path = dir.join("keystore.toml");
-        let corrupt = |problem: &str| Error::Corrupt { path: path.clone(), problem: problem.to_string() };
+        let corrupt = |problem: &str| Error::Corrupt {
+            path: path.clone(),
+            problem: problem.to_string(),
+        };
         if !path.is_file() {
-            return Err(Error::NotFound { path, what: "keystore description" });
+            return Err(Error::NotFound {
+                path,
+                what: "keystore description",
+            });
         }
         let text = fs::read_to_string(&path).at(&path)?;
         let file: KeystoreFile = toml::from_str(&text).map_err(|e| corrupt(&e.to_string()))?;
         if file.format != 1 || file.kdf != "argon2id" {
             return Err(corrupt("unsupported keystore format or KDF"));
         }
-        let params = KdfParams { memory_kib: file.memory_kib, iterations: file.iterations, parallelism: file.parallelism };
-        params.check().ok_or_else(|| corrupt("Argon2id parameters out of range"))?;
+        let params = KdfParams {
+            memory_kib: file.memory_kib,
+            iterations: file.iterations,
+            parallelism: file.parallelism,
+        };
+        params
+            .check()
+            .ok_or_else(|| corrupt("Argon2id parameters out of range"))?;
         let salt = hex::decode(&file.salt).map_err(|_| corrupt("salt is not hex"))?;
         let check = hex::decode(&file.check).map_err(|_| corrupt("check is not hex"))?;
         if salt.len() != 16 {
@@ -181,8 +221,13 @@ impl SealedKeyStore {
         }
         let kek = derive(pass, &salt, params)?;
         match open(&kek, CHECK_AAD, &check) {
-            Some(p) if p.as_slice() == CHECK_PLAINTEXT => Ok(Self { dir: dir.to_path_buf(), kek }),
-            _ => Err(Error::WrongPassphrase { path: dir.to_path_buf() }),
+            Some(p) if p.as_slice() == CHECK_PLAINTEXT => Ok(Self {
+                dir: dir.to_path_buf(),
+                kek,
+            }),
+            _ => Err(Error::WrongPassphrase {
+                path: dir.to_path_buf(),
+            }),
         }
     }
 
@@ -213,12 +258,19 @@ impl SealedKeyStore {
         // file was altered or comes from another keystore.
         open(&self.kek, k.header, k.sealed).ok_or(Error::Corrupt {
             path,
-            problem: "does not open with this keystore's key (altered, or from another keystore)".into(),
+            problem: "does not open with this keystore's key (altered, or from another keystore)"
+                .into(),
         })
     }
 
     /// Stores an already generated secret (used by `generate`).
-    fn store(&self, label: &KeyLabel, kind: KeyKind, public: &PublicKey, secret: &[u8]) -> Result<()> {
+    fn store(
+        &self,
+        label: &KeyLabel,
+        kind: KeyKind,
+        public: &PublicKey,
+        secret: &[u8],
+    ) -> Result<()> {
         let mut header = KEY_MAGIC.to_vec();
         header.push(kind.code());
         header.push(label.as_str().len() as u8);
@@ -239,12 +291,23 @@ fn read_key_file(dir: &Path, path: &Path, label: &KeyLabel) -> Result<Vec<u8>> {
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NoSuchKey { path: dir.to_path_buf(), label: label.to_string() })
+            return Err(Error::NoSuchKey {
+                path: dir.to_path_buf(),
+                label: label.to_string(),
+            })
         }
-        Err(e) => return Err(Error::Io { path: path.to_path_buf(), source: e }),
+        Err(e) => {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: e,
+            })
+        }
     };
     if meta.len() > MAX_KEY_FILE {
-        return Err(Error::Corrupt { path: path.to_path_buf(), problem: "too large for a sealed key".into() });
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            problem: "too large for a sealed key".into(),
+        });
     }
     fs::read(path).at(path)
 }
@@ -252,7 +315,10 @@ fn read_key_file(dir: &Path, path: &Path, label: &KeyLabel) -> Result<Vec<u8>> {
 impl KeyStore for SealedKeyStore {
     fn generate(&mut self, label: &KeyLabel, kind: KeyKind) -> Result<PublicKey> {
         if self.contains(label) {
-            return Err(Error::AlreadyExists { path: key_path(&self.dir, label), what: "key" });
+            return Err(Error::AlreadyExists {
+                path: key_path(&self.dir, label),
+                what: "key",
+            });
         }
         match kind {
             KeyKind::EcdsaP256 => {
@@ -291,7 +357,11 @@ impl KeyStore for SealedKeyStore {
 mod tests {
     use super::*;
 
-    const FAST: KdfParams = KdfParams { memory_kib: 8 * 1024, iterations: 1, parallelism: 1 };
+    const FAST: KdfParams = KdfParams {
+        memory_kib: 8 * 1024,
+        iterations: 1,
+        parallelism: 1,
+    };
 
     fn pass(s: &str) -> Passphrase {
         Passphrase::new(Zeroizing::new(s.to_string())).unwrap()
@@ -306,7 +376,10 @@ mod tests {
         let public = ks.generate(&label, KeyKind::EcdsaP256).unwrap();
         let kek_label = KeyLabel::product_kek(1);
         ks.generate(&kek_label, KeyKind::EcdhP256).unwrap();
-        assert!(matches!(ks.generate(&label, KeyKind::EcdsaP256), Err(Error::AlreadyExists { .. })));
+        assert!(matches!(
+            ks.generate(&label, KeyKind::EcdsaP256),
+            Err(Error::AlreadyExists { .. })
+        ));
 
         let ks = SealedKeyStore::open(&dir, &pass("correct horse")).unwrap();
         let signer = ks.signer(&label).unwrap();
@@ -320,7 +393,10 @@ mod tests {
         // only cleartext is the header (magic, kind, label, public key).
         let file = fs::read(dir.join("mastering.key")).unwrap();
         assert!(file.len() > KEY_MAGIC.len() + 2 + 9 + 1 + 65 + 12 + 16 + 100);
-        assert!(!file.windows(4).any(|w| w == [0x30, 0x81, 0x87, 0x02]), "PKCS#8 header visible");
+        assert!(
+            !file.windows(4).any(|w| w == [0x30, 0x81, 0x87, 0x02]),
+            "PKCS#8 header visible"
+        );
     }
 
     #[test]
@@ -328,7 +404,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("ks");
         SealedKeyStore::create(&dir, &pass("right"), FAST).unwrap();
-        assert!(matches!(SealedKeyStore::open(&dir, &pass("wrong")), Err(Error::WrongPassphrase { .. })));
+        assert!(matches!(
+            SealedKeyStore::open(&dir, &pass("wrong")),
+            Err(Error::WrongPassphrase { .. })
+        ));
     }
 
     #[test]
@@ -336,17 +415,24 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("ks");
         let mut ks = SealedKeyStore::create(&dir, &pass("p"), FAST).unwrap();
-        ks.generate(&KeyLabel::root_ca(), KeyKind::EcdsaP256).unwrap();
+        ks.generate(&KeyLabel::root_ca(), KeyKind::EcdsaP256)
+            .unwrap();
         let path = dir.join("root-ca.key");
         let orig = fs::read(&path).unwrap();
         // Flip a bit of the public key in the header (bound as AAD).
         let mut bad = orig.clone();
         bad[KEY_MAGIC.len() + 2 + "root-ca".len() + 5] ^= 1;
         fs::write(&path, &bad).unwrap();
-        assert!(matches!(ks.signer(&KeyLabel::root_ca()), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            ks.signer(&KeyLabel::root_ca()),
+            Err(Error::Corrupt { .. })
+        ));
         // Swap it under another label.
         fs::write(&path, &orig).unwrap();
         fs::copy(&path, dir.join("device-ca.key")).unwrap();
-        assert!(matches!(ks.signer(&KeyLabel::device_ca()), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            ks.signer(&KeyLabel::device_ca()),
+            Err(Error::Corrupt { .. })
+        ));
     }
 }
