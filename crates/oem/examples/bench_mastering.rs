@@ -7,7 +7,7 @@
 //! project venv), or directly:
 //! `cargo run --release -p trustchain-oem --example bench_mastering -- --runs 9`
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -59,8 +59,11 @@ fn master_file(input: &Path, output: &Path) -> f64 {
         device_uids: None,
         mastering_cert_der: vec![0x30, 0x00],
     };
+    // `trustchain master` always writes a new file (its output directory
+    // must not exist), so the old output is removed before timing.
+    std::fs::remove_file(output).ok();
     let t = Instant::now();
-    let input = BufReader::with_capacity(1 << 20, File::open(input).unwrap());
+    let input = File::open(input).unwrap();
     let mut out = BufWriter::with_capacity(1 << 20, File::create(output).unwrap());
     master_stream(
         &params,

@@ -4,9 +4,9 @@
 //! signed with the mastering key. Output: `update.upk` + `update.enc`.
 //!
 //! Mastering streams: a reader thread reads, hashes and encrypts 1 MiB
-//! blocks while the calling thread hashes the ciphertext and writes it, with
-//! a fixed number of blocks in flight, so memory does not grow with the
-//! image and both cores work.
+//! blocks, the calling thread writes them, a third thread hashes the
+//! ciphertext; a fixed number of blocks circulate, so memory does not grow
+//! with the image and every core works.
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use std::sync::mpsc::sync_channel;
 
 use serde::Serialize;
 use trustchain_formats::cose::{encode_sign1, sig_structure, RecipientSpec};
-use trustchain_formats::stream::{self, CHUNK_SIZE, KEY_LEN, SEALED_CHUNK_SIZE, TAG_LEN};
+use trustchain_formats::stream::{self, KEY_LEN, SEALED_CHUNK_SIZE, TAG_LEN};
 use trustchain_formats::upk::{limits, ManifestSpec};
 use trustchain_formats::{cose, OemId, ProductId, SecurityCounter, Sha256, Version};
 use zeroize::Zeroizing;
@@ -31,7 +31,7 @@ use crate::pki;
 /// Chunks per pipeline block (1 MiB of plaintext).
 const BLOCK_CHUNKS: usize = 256;
 /// Blocks in flight between the two threads.
-const BLOCKS_IN_FLIGHT: usize = 4;
+const BLOCKS_IN_FLIGHT: usize = 6;
 
 /// Everything the manifest says, except what mastering computes.
 #[derive(Debug, Clone)]
@@ -65,8 +65,10 @@ pub struct Mastered {
     pub manifest: ManifestSpec,
 }
 
+/// One pipeline block: chunk slots of `CHUNK_SIZE + TAG_LEN` bytes. The
+/// plaintext is read straight into the slots (one `readv`), hashed, and
+/// sealed in place, so no plaintext copy outlives the block's encryption.
 struct Block {
-    plain: Vec<u8>,
     sealed: Vec<u8>,
     sealed_len: usize,
 }
@@ -176,7 +178,6 @@ fn encrypt_stream<R: Read + Send, W: Write>(
     let (free_tx, free_rx) = sync_channel::<Block>(BLOCKS_IN_FLIGHT);
     for _ in 0..BLOCKS_IN_FLIGHT {
         let block = Block {
-            plain: vec![0u8; BLOCK_CHUNKS * CHUNK_SIZE],
             sealed: vec![0u8; BLOCK_CHUNKS * SEALED_CHUNK_SIZE],
             sealed_len: 0,
         };
@@ -186,42 +187,43 @@ fn encrypt_stream<R: Read + Send, W: Write>(
         let reader = s.spawn(move || -> Result<[u8; 32]> {
             let mut hash = Sha256Stream::default();
             let mut chunk = 0u64;
-            let mut done = 0u64;
             while chunk < chunks {
                 let Ok(mut block) = free_rx.recv() else { break };
-                let want = (image_size - done).min(block.plain.len() as u64) as usize;
-                let filled = read_full(&mut image, &mut block.plain[..want])?;
+                let n = (chunks - chunk).min(BLOCK_CHUNKS as u64);
+                let lens: Vec<usize> = (chunk..chunk + n)
+                    .map(|i| stream::chunk_len(image_size, i))
+                    .collect();
+                let want: usize = lens.iter().sum();
+                let filled = read_slots(&mut image, &mut block.sealed, &lens)?;
                 if filled != want {
-                    let _ = full_tx.send(Err(Error::Usage(
-                        "the image file shrank while it was being mastered".into(),
-                    )));
-                    return Err(Error::Usage(
-                        "the image file shrank while it was being mastered".into(),
-                    ));
+                    let e =
+                        || Error::Usage("the image file shrank while it was being mastered".into());
+                    let _ = full_tx.send(Err(e()));
+                    return Err(e());
                 }
-                hash.update(&block.plain[..want]);
-                block.sealed_len = 0;
-                for piece in block.plain[..want].chunks(CHUNK_SIZE) {
+                let mut at = 0;
+                for &len in &lens {
+                    hash.update(&block.sealed[at..at + len]);
+                    at += len + TAG_LEN;
+                }
+                let mut at = 0;
+                for &len in &lens {
                     let last = chunk + 1 == chunks;
-                    let at = block.sealed_len;
-                    let dst = &mut block.sealed[at..at + piece.len()];
-                    dst.copy_from_slice(piece);
-                    let tag = aead.seal(stream::nonce(chunk, last), &cose::CONTENT_AAD, dst)?;
-                    block.sealed[at + piece.len()..at + piece.len() + TAG_LEN]
-                        .copy_from_slice(&tag);
-                    block.sealed_len += piece.len() + TAG_LEN;
+                    let tag = aead.seal(
+                        stream::nonce(chunk, last),
+                        &cose::CONTENT_AAD,
+                        &mut block.sealed[at..at + len],
+                    )?;
+                    block.sealed[at + len..at + len + TAG_LEN].copy_from_slice(&tag);
+                    at += len + TAG_LEN;
                     chunk += 1;
                 }
-                done += want as u64;
+                block.sealed_len = at;
                 if full_tx.send(Ok(block)).is_err() {
                     break;
                 }
             }
-            // Wipe plaintext copies before the buffers are dropped.
             drop(full_tx);
-            while let Ok(mut b) = free_rx.recv() {
-                zeroize::Zeroize::zeroize(&mut b.plain[..]);
-            }
             let mut extra = [0u8; 1];
             if image.read(&mut extra).at("image")? != 0 {
                 return Err(Error::Usage(
@@ -230,20 +232,29 @@ fn encrypt_stream<R: Read + Send, W: Write>(
             }
             Ok(hash.finish())
         });
-        let mut hash = Sha256Stream::default();
+        // Hashing the ciphertext runs on its own thread so that writing the
+        // file (the calling thread) and both digests share the cores.
+        let (hash_tx, hash_rx) = sync_channel::<Block>(BLOCKS_IN_FLIGHT);
+        let hasher = s.spawn(move || {
+            let mut hash = Sha256Stream::default();
+            for block in hash_rx.iter() {
+                hash.update(&block.sealed[..block.sealed_len]);
+                // The reader may already be done with the last block.
+                let _ = free_tx.send(block);
+            }
+            hash.finish()
+        });
         let mut written = 0u64;
         let mut failure = None;
         for block in full_rx.iter() {
-            let mut block = match block {
+            let block = match block {
                 Ok(b) => b,
                 Err(e) => {
                     failure = Some(e);
                     break;
                 }
             };
-            let sealed = &block.sealed[..block.sealed_len];
-            hash.update(sealed);
-            if let Err(e) = out.write_all(sealed) {
+            if let Err(e) = out.write_all(&block.sealed[..block.sealed_len]) {
                 failure = Some(Error::Io {
                     path: PathBuf::from("update.enc"),
                     source: e,
@@ -252,13 +263,15 @@ fn encrypt_stream<R: Read + Send, W: Write>(
             }
             written += block.sealed_len as u64;
             progress(written);
-            zeroize::Zeroize::zeroize(&mut block.plain[..]);
-            if free_tx.send(block).is_err() {
+            if hash_tx.send(block).is_err() {
                 break;
             }
         }
-        drop(free_tx);
+        drop(hash_tx);
         drop(full_rx);
+        let cipher_digest = hasher
+            .join()
+            .map_err(|_| Error::Crypto("mastering thread panicked"))?;
         let plain = reader
             .join()
             .map_err(|_| Error::Crypto("mastering thread panicked"))?;
@@ -269,8 +282,38 @@ fn encrypt_stream<R: Read + Send, W: Write>(
         if Some(written) != stream::ciphertext_size(image_size) {
             return Err(Error::Usage("the image ended early".into()));
         }
-        Ok((plain, hash.finish()))
+        Ok((plain, cipher_digest))
     })
+}
+
+/// Reads plaintext into the chunk slots of `buf` (slot `i` starts at
+/// `i * SEALED_CHUNK_SIZE` and takes `lens[i]` bytes) with vectored reads;
+/// returns how many bytes were read before end of input.
+fn read_slots<R: Read>(r: &mut R, buf: &mut [u8], lens: &[usize]) -> Result<usize> {
+    let mut slices: Vec<std::io::IoSliceMut<'_>> = buf
+        .chunks_mut(SEALED_CHUNK_SIZE)
+        .zip(lens)
+        .map(|(slot, &len)| std::io::IoSliceMut::new(&mut slot[..len]))
+        .collect();
+    let mut rest = &mut slices[..];
+    let mut total = 0;
+    while !rest.is_empty() {
+        match r.read_vectored(rest) {
+            Ok(0) => break,
+            Ok(k) => {
+                total += k;
+                std::io::IoSliceMut::advance_slices(&mut rest, k);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(Error::Io {
+                    path: PathBuf::from("image"),
+                    source: e,
+                })
+            }
+        }
+    }
+    Ok(total)
 }
 
 fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<usize> {
@@ -545,7 +588,7 @@ mod tests {
         let (signer, _) = EcdsaKey::generate().unwrap();
         let mut e = TestVectorEntropy::new([3; 32]);
         let (product, _) = EcdhKey::generate(&mut e).unwrap();
-        let len = (BLOCKS_IN_FLIGHT + 2) * BLOCK_CHUNKS * CHUNK_SIZE + 123;
+        let len = (BLOCKS_IN_FLIGHT + 2) * BLOCK_CHUNKS * stream::CHUNK_SIZE + 123;
         let image: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         let params = MasterParams {
             oem_id: OemId::new(1).unwrap(),
