@@ -15,6 +15,17 @@ fn parent_of(path: &Path) -> &Path {
     }
 }
 
+/// A synced temporary file holding `bytes`, next to `path`.
+fn synced_temp(path: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tc-tmp-")
+        .tempfile_in(parent_of(path))
+        .at(parent_of(path))?;
+    tmp.write_all(bytes).at(tmp.path().to_path_buf())?;
+    tmp.as_file().sync_all().at(path)?;
+    Ok(tmp)
+}
+
 /// Writes `bytes` to `path` atomically; refuses to replace an existing file.
 pub fn write_new(path: &Path, bytes: &[u8], what: &'static str) -> Result<()> {
     if path.exists() {
@@ -23,41 +34,33 @@ pub fn write_new(path: &Path, bytes: &[u8], what: &'static str) -> Result<()> {
             what,
         });
     }
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tc-tmp-")
-        .tempfile_in(parent_of(path))
-        .at(parent_of(path))?;
-    tmp.write_all(bytes).at(tmp.path().to_path_buf())?;
-    tmp.as_file().sync_all().at(path)?;
-    tmp.persist_noclobber(path).map_err(|e| {
-        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::AlreadyExists {
-                path: path.to_path_buf(),
-                what,
+    synced_temp(path, bytes)?
+        .persist_noclobber(path)
+        .map_err(|e| {
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::AlreadyExists {
+                    path: path.to_path_buf(),
+                    what,
+                }
+            } else {
+                Error::Io {
+                    path: path.to_path_buf(),
+                    source: e.error,
+                }
             }
-        } else {
-            Error::Io {
-                path: path.to_path_buf(),
-                source: e.error,
-            }
-        }
-    })?;
+        })?;
     sync_dir(parent_of(path));
     Ok(())
 }
 
 /// Writes `bytes` to `path` atomically, replacing what was there.
 pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tc-tmp-")
-        .tempfile_in(parent_of(path))
-        .at(parent_of(path))?;
-    tmp.write_all(bytes).at(tmp.path().to_path_buf())?;
-    tmp.as_file().sync_all().at(path)?;
-    tmp.persist(path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
+    synced_temp(path, bytes)?
+        .persist(path)
+        .map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e.error,
+        })?;
     sync_dir(parent_of(path));
     Ok(())
 }

@@ -582,15 +582,8 @@ mod tests {
     use crate::crypto::{unwrap_with, EcdhKey, EcdsaKey, TestVectorEntropy};
     use trustchain_formats::upk::Upk;
 
-    /// Several pipeline blocks, more than are in flight, and a short last chunk.
-    #[test]
-    fn multi_block_image_round_trips() {
-        let (signer, _) = EcdsaKey::generate().unwrap();
-        let mut e = TestVectorEntropy::new([3; 32]);
-        let (product, _) = EcdhKey::generate(&mut e).unwrap();
-        let len = (BLOCKS_IN_FLIGHT + 2) * BLOCK_CHUNKS * stream::CHUNK_SIZE + 123;
-        let image: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-        let params = MasterParams {
+    fn test_params(recipient: PublicKey) -> MasterParams {
+        MasterParams {
             oem_id: OemId::new(1).unwrap(),
             product_id: ProductId::new(2).unwrap(),
             version: Version {
@@ -601,10 +594,21 @@ mod tests {
             security_counter: SecurityCounter(1),
             load_address: 0,
             created: 0,
-            recipients: vec![product.public_key().clone()],
+            recipients: vec![recipient],
             device_uids: None,
             mastering_cert_der: vec![0x30, 0x00],
-        };
+        }
+    }
+
+    /// Several pipeline blocks, more than are in flight, and a short last chunk.
+    #[test]
+    fn multi_block_image_round_trips() {
+        let (signer, _) = EcdsaKey::generate().unwrap();
+        let mut e = TestVectorEntropy::new([3; 32]);
+        let (product, _) = EcdhKey::generate(&mut e).unwrap();
+        let len = (BLOCKS_IN_FLIGHT + 2) * BLOCK_CHUNKS * stream::CHUNK_SIZE + 123;
+        let image: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let params = test_params(product.public_key().clone());
         let calls = std::sync::atomic::AtomicU64::new(0);
         let mut enc = Vec::new();
         let m = master_stream(
@@ -644,21 +648,7 @@ mod tests {
         let (signer, _) = EcdsaKey::generate().unwrap();
         let mut e = TestVectorEntropy::new([4; 32]);
         let (product, _) = EcdhKey::generate(&mut e).unwrap();
-        let params = MasterParams {
-            oem_id: OemId::new(1).unwrap(),
-            product_id: ProductId::new(2).unwrap(),
-            version: Version {
-                major: 1,
-                minor: 0,
-                patch: 0,
-            },
-            security_counter: SecurityCounter(1),
-            load_address: 0,
-            created: 0,
-            recipients: vec![product.public_key().clone()],
-            device_uids: None,
-            mastering_cert_der: vec![0x30, 0x00],
-        };
+        let params = test_params(product.public_key().clone());
         let image = vec![7u8; 10_000];
         let mut out = Vec::new();
         assert!(master_stream(
