@@ -1,4 +1,5 @@
-//! A strict reader over `minicbor`'s decoder: definite lengths only, the
+//! A strict reader over `minicbor`'s decoder, used by every parser of
+//! untrusted CBOR in trustchain (host and device): definite lengths only, the
 //! shortest encoding of every head (RFC 8949 §4.2.1), bounded lengths, and
 //! map keys read in the one deterministic order.
 use minicbor::data::Type;
@@ -6,7 +7,8 @@ use minicbor::decode::Decoder;
 
 use crate::FormatError;
 
-pub(crate) struct Reader<'b> {
+/// A strict, bounded CBOR reader over a byte slice.
+pub struct Reader<'b> {
     d: Decoder<'b>,
 }
 
@@ -36,13 +38,15 @@ const fn canonical_rank(key: i64) -> (u8, u64) {
 }
 
 impl<'b> Reader<'b> {
-    pub(crate) fn new(bytes: &'b [u8]) -> Self {
+    /// Reads `bytes`.
+    pub fn new(bytes: &'b [u8]) -> Self {
         Self {
             d: Decoder::new(bytes),
         }
     }
 
-    pub(crate) fn position(&self) -> usize {
+    /// The current byte offset.
+    pub fn position(&self) -> usize {
         self.d.position()
     }
 
@@ -66,7 +70,7 @@ impl<'b> Reader<'b> {
     }
 
     /// An unsigned integer.
-    pub(crate) fn uint(&mut self, expected: &'static str) -> Result<u64, FormatError> {
+    pub fn uint(&mut self, expected: &'static str) -> Result<u64, FormatError> {
         let start = self.position();
         match self.datatype()? {
             Type::U8 | Type::U16 | Type::U32 | Type::U64 => {
@@ -79,7 +83,7 @@ impl<'b> Reader<'b> {
     }
 
     /// A signed integer that fits an `i64`.
-    pub(crate) fn int(&mut self, expected: &'static str) -> Result<i64, FormatError> {
+    pub fn int(&mut self, expected: &'static str) -> Result<i64, FormatError> {
         let start = self.position();
         match self.datatype()? {
             Type::U8
@@ -100,11 +104,7 @@ impl<'b> Reader<'b> {
     }
 
     /// A definite-length byte string of at most `max` bytes.
-    pub(crate) fn bstr(
-        &mut self,
-        field: &'static str,
-        max: usize,
-    ) -> Result<&'b [u8], FormatError> {
+    pub fn bstr(&mut self, field: &'static str, max: usize) -> Result<&'b [u8], FormatError> {
         let start = self.position();
         match self.datatype()? {
             Type::Bytes => {
@@ -125,7 +125,7 @@ impl<'b> Reader<'b> {
     }
 
     /// A byte string of exactly `N` bytes.
-    pub(crate) fn bstr_exact<const N: usize>(
+    pub fn bstr_exact<const N: usize>(
         &mut self,
         field: &'static str,
     ) -> Result<&'b [u8; N], FormatError> {
@@ -136,8 +136,38 @@ impl<'b> Reader<'b> {
         })
     }
 
+    /// A definite-length text string of at most `max` bytes.
+    pub fn tstr(&mut self, field: &'static str, max: usize) -> Result<&'b str, FormatError> {
+        let start = self.position();
+        match self.datatype()? {
+            Type::String => {
+                let s = self.d.str()?;
+                self.canonical(start, s.len() as u64, s.len())?;
+                if s.len() > max {
+                    return Err(FormatError::TooLarge {
+                        field,
+                        max: max as u64,
+                        found: s.len() as u64,
+                    });
+                }
+                Ok(s)
+            }
+            Type::StringIndef => Err(FormatError::NonCanonical { at: start }),
+            _ => Err(Self::mismatch(start, "a text string")),
+        }
+    }
+
+    /// Whether the next item is `null` (consumed if so).
+    pub fn null_if_next(&mut self) -> Result<bool, FormatError> {
+        if self.datatype()? == Type::Null {
+            self.d.null()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// The head of a definite-length array; returns its length.
-    pub(crate) fn array(&mut self, expected: &'static str) -> Result<u64, FormatError> {
+    pub fn array(&mut self, expected: &'static str) -> Result<u64, FormatError> {
         let start = self.position();
         match self.datatype()? {
             Type::Array => {
@@ -154,7 +184,7 @@ impl<'b> Reader<'b> {
     }
 
     /// An array that must have exactly `n` items.
-    pub(crate) fn array_of(&mut self, n: u64, expected: &'static str) -> Result<(), FormatError> {
+    pub fn array_of(&mut self, n: u64, expected: &'static str) -> Result<(), FormatError> {
         let start = self.position();
         if self.array(expected)? != n {
             return Err(Self::mismatch(start, expected));
@@ -163,7 +193,7 @@ impl<'b> Reader<'b> {
     }
 
     /// The head of a definite-length map; returns a cursor over its keys.
-    pub(crate) fn map(&mut self, expected: &'static str) -> Result<MapKeys, FormatError> {
+    pub fn map(&mut self, expected: &'static str) -> Result<MapKeys, FormatError> {
         let start = self.position();
         match self.datatype()? {
             Type::Map => {
@@ -179,7 +209,8 @@ impl<'b> Reader<'b> {
         }
     }
 
-    pub(crate) fn tag(&mut self, expected: u64, what: &'static str) -> Result<(), FormatError> {
+    /// A tag that must be `expected`.
+    pub fn tag(&mut self, expected: u64, what: &'static str) -> Result<(), FormatError> {
         let start = self.position();
         match self.datatype()? {
             Type::Tag => {
@@ -194,7 +225,8 @@ impl<'b> Reader<'b> {
         }
     }
 
-    pub(crate) fn null(&mut self, expected: &'static str) -> Result<(), FormatError> {
+    /// A `null`.
+    pub fn null(&mut self, expected: &'static str) -> Result<(), FormatError> {
         let start = self.position();
         match self.datatype()? {
             Type::Null => Ok(self.d.null()?),
@@ -204,7 +236,7 @@ impl<'b> Reader<'b> {
 
     /// Reads the next key of `keys` if it equals `key`; keys must come in the
     /// deterministic order, so a caller asks for them in that order.
-    pub(crate) fn key(&mut self, keys: &mut MapKeys, key: i64) -> Result<bool, FormatError> {
+    pub fn key(&mut self, keys: &mut MapKeys, key: i64) -> Result<bool, FormatError> {
         if keys.remaining == 0 {
             return Ok(false);
         }
@@ -219,7 +251,8 @@ impl<'b> Reader<'b> {
         }
     }
 
-    pub(crate) fn required_key(
+    /// The next key, which must be `key`.
+    pub fn required_key(
         &mut self,
         keys: &mut MapKeys,
         key: i64,
@@ -243,7 +276,7 @@ impl<'b> Reader<'b> {
     }
 
     /// Asserts every key of the map has been read.
-    pub(crate) fn end_map(&mut self, keys: MapKeys) -> Result<(), FormatError> {
+    pub fn end_map(&mut self, keys: MapKeys) -> Result<(), FormatError> {
         if keys.remaining == 0 {
             return Ok(());
         }
@@ -253,7 +286,7 @@ impl<'b> Reader<'b> {
     }
 
     /// Asserts the input is fully consumed.
-    pub(crate) fn finish(&self) -> Result<(), FormatError> {
+    pub fn finish(&self) -> Result<(), FormatError> {
         let at = self.position();
         if at != self.d.input().len() {
             return Err(FormatError::TrailingBytes { at });
@@ -262,13 +295,13 @@ impl<'b> Reader<'b> {
     }
 
     /// The raw bytes from `start` to the current position.
-    pub(crate) fn slice_from(&self, start: usize) -> &'b [u8] {
+    pub fn slice_from(&self, start: usize) -> &'b [u8] {
         &self.d.input()[start..self.position()]
     }
 }
 
 /// How many keys of a map are still to be read.
-pub(crate) struct MapKeys {
+pub struct MapKeys {
     remaining: u64,
 }
 

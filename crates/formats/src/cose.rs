@@ -48,6 +48,16 @@ pub const KDF_CONTEXT_A128KW: [u8; 18] = [
     0x38, 0x1c,
 ];
 
+/// The COSE_KDF_Context used to deliver a product key to a device's
+/// key-agreement key (ECDH-ES + A128KW, 32-byte key): as
+/// [`KDF_CONTEXT_A128KW`] with `SuppPubInfo.other = 'trustchain product key'`,
+/// so that a key wrapped for one purpose never opens as the other.
+pub const KDF_CONTEXT_PRODUCT_KEY: [u8; 41] = [
+    0x84, 0x22, 0x83, 0xf6, 0xf6, 0xf6, 0x83, 0xf6, 0xf6, 0xf6, 0x83, 0x18, 0x80, 0x44, 0xa1, 0x01,
+    0x38, 0x1c, 0x56, b't', b'r', b'u', b's', b't', b'c', b'h', b'a', b'i', b'n', b' ', b'p', b'r',
+    b'o', b'd', b'u', b'c', b't', b' ', b'k', b'e', b'y',
+];
+
 /// The AAD of every chunk of the encrypted image: the COSE Enc_structure
 /// (RFC 9052 §5.3) `["Encrypt", h'A1013A00011170', h'']`.
 pub const CONTENT_AAD: [u8; 18] = [
@@ -479,6 +489,33 @@ mod tests {
                 .unwrap();
         });
         assert_eq!(&b[..n], KDF_CONTEXT_A128KW);
+        let (b, n) = encode_with_minicbor(|e| {
+            e.array(4).unwrap().i64(ALG_A128KW).unwrap();
+            e.array(3)
+                .unwrap()
+                .null()
+                .unwrap()
+                .null()
+                .unwrap()
+                .null()
+                .unwrap();
+            e.array(3)
+                .unwrap()
+                .null()
+                .unwrap()
+                .null()
+                .unwrap()
+                .null()
+                .unwrap();
+            e.array(3)
+                .unwrap()
+                .u64(128)
+                .unwrap()
+                .bytes(&PROTECTED_ECDH_ES_A128KW)
+                .unwrap();
+            e.bytes(b"trustchain product key").unwrap();
+        });
+        assert_eq!(&b[..n], KDF_CONTEXT_PRODUCT_KEY);
         let (b, n) = encode_with_minicbor(|e| {
             e.array(3)
                 .unwrap()

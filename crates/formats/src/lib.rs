@@ -17,6 +17,7 @@
 //! | [`cose`] | the COSE (RFC 9052/9053) structures the UPK uses |
 //! | [`upk`] | the Update Key Block: a COSE_Sign1 over the CBOR manifest |
 //! | [`stream`] | the encrypted image (`update.enc`) layout: chunked AES-128-GCM (STREAM) |
+//! | [`frame`] | the SBM connection protocol: frames, commands, status codes |
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -24,9 +25,10 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
-mod cbor;
+pub mod cbor;
 pub mod cose;
 mod error;
+pub mod frame;
 pub mod ids;
 pub mod stream;
 pub mod upk;

@@ -236,6 +236,10 @@ impl EcdhKey {
 /// The KEK of ECDH-ES + A128KW (RFC 9053 §6.4): HKDF-SHA-256 with no salt
 /// over the shared secret, info = the COSE_KDF_Context, 16 bytes.
 fn a128kw_kek(shared: &[u8; 32]) -> Result<Zeroizing<[u8; 16]>> {
+    kek_with_context(shared, &KDF_CONTEXT_A128KW)
+}
+
+fn kek_with_context(shared: &[u8; 32], context: &[u8]) -> Result<Zeroizing<[u8; 16]>> {
     struct Len16;
     impl hkdf::KeyType for Len16 {
         fn len(&self) -> usize {
@@ -243,7 +247,7 @@ fn a128kw_kek(shared: &[u8; 32]) -> Result<Zeroizing<[u8; 16]>> {
         }
     }
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(shared);
-    let info = [&KDF_CONTEXT_A128KW[..]];
+    let info = [context];
     let okm = prk
         .expand(&info, Len16)
         .map_err(|_| Error::Crypto("HKDF"))?;
@@ -272,6 +276,27 @@ pub fn wrap_for(
         ephemeral: ephemeral.public_key().point(),
         wrapped_key: wrapped,
     })
+}
+
+/// Delivers a product key (32-byte scalar) to a device's key-agreement key:
+/// ECDH-ES + A128KW with the product-key KDF context
+/// (`trustchain_formats::cose::KDF_CONTEXT_PRODUCT_KEY`). Returns the
+/// ephemeral public point and the 40 wrapped bytes.
+pub fn wrap_product_key(
+    device_ka: &PublicKey,
+    product_scalar: &[u8; 32],
+    entropy: &mut dyn Entropy,
+) -> Result<([u8; 65], [u8; 40])> {
+    use aws_lc_rs::key_wrap::KeyWrap;
+    let (ephemeral, _scalar) = EcdhKey::generate(entropy)?;
+    let shared = ephemeral.agree(&device_ka.0)?;
+    let kek = kek_with_context(&shared, &cose::KDF_CONTEXT_PRODUCT_KEY)?;
+    let kek = key_wrap::AesKek::new(&key_wrap::AES_128, &kek[..])
+        .map_err(|_| Error::Crypto("AES-KW key"))?;
+    let mut wrapped = [0u8; 40];
+    kek.wrap(product_scalar, &mut wrapped)
+        .map_err(|_| Error::Crypto("AES-KW wrap"))?;
+    Ok((ephemeral.public_key().0, wrapped))
 }
 
 /// Recovers the content key from a recipient with the matching private key.

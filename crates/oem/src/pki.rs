@@ -421,6 +421,124 @@ pub fn allows_key_agreement(cert: &x509_cert::Certificate) -> bool {
     describe(cert).key_usage.contains(&"keyAgreement")
 }
 
+/// Rebuilds what rcgen needs to issue under an existing CA certificate of
+/// ours (subject CN and O, in order, as rcgen wrote them), so that the
+/// child's issuer name is byte-identical to the CA's subject.
+pub fn issuer_from_der(der: &[u8]) -> std::result::Result<IssuerCert, String> {
+    let cert = x509_cert::Certificate::from_der(der).map_err(|e| e.to_string())?;
+    let mut dn = DistinguishedName::new();
+    for rdn in cert.tbs_certificate.subject.0.iter() {
+        for atv in rdn.0.iter() {
+            let value = atv
+                .value
+                .decode_as::<x509_cert::der::asn1::Utf8StringRef<'_>>()
+                .map(|s| s.as_str().to_string())
+                .or_else(|_| {
+                    atv.value
+                        .decode_as::<x509_cert::der::asn1::PrintableStringRef<'_>>()
+                        .map(|s| s.as_str().to_string())
+                })
+                .map_err(|e| format!("issuer name: {e}"))?;
+            match atv.oid.to_string().as_str() {
+                "2.5.4.3" => dn.push(DnType::CommonName, value),
+                "2.5.4.10" => dn.push(DnType::OrganizationName, value),
+                other => {
+                    return Err(format!(
+                        "issuer name has an attribute trustchain does not write ({other})"
+                    ))
+                }
+            }
+        }
+    }
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(IssuerCert {
+        der: der.to_vec(),
+        params,
+    })
+}
+
+/// Issues a device certificate from a product's template.
+pub fn issue_device_cert(
+    template: &crate::template::Template,
+    vars: &std::collections::BTreeMap<&str, String>,
+    device_key: &PublicKey,
+    oem_id: OemId,
+    product_id: ProductId,
+    issuer: &IssuerCert,
+    issuer_key: &dyn Signer,
+) -> std::result::Result<Vec<u8>, String> {
+    let subject = template.render(vars)?;
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, subject.common_name.as_str());
+    if let Some(o) = &subject.organization {
+        dn.push(DnType::OrganizationName, o.as_str());
+    }
+    if let Some(ou) = &subject.organizational_unit {
+        dn.push(DnType::OrganizationalUnitName, ou.as_str());
+    }
+    if let Some(sn) = &subject.serial_number {
+        dn.push(DnType::CustomDnType(vec![2, 5, 4, 5]), sn.as_str());
+    }
+    if let Some(c) = &subject.country {
+        dn.push(DnType::CountryName, c.as_str());
+    }
+    p.distinguished_name = dn;
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or(OffsetDateTime::now_utc());
+    p.not_before = now - Duration::hours(1);
+    p.not_after = if template.validity_days == 0 {
+        // RFC 5280 §4.1.2.5: no well-defined expiration date.
+        time::macros::datetime!(9999-12-31 23:59:59 UTC)
+    } else {
+        now + Duration::days(template.validity_days.into())
+    };
+    let mut serial = [0u8; 16];
+    SystemEntropy.fill(&mut serial).map_err(|e| e.to_string())?;
+    serial[0] = (serial[0] & 0x7f) | 0x01;
+    p.serial_number = Some(SerialNumber::from_slice(&serial));
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = template
+        .key_usages
+        .iter()
+        .map(|k| {
+            if k == "key_agreement" {
+                KeyUsagePurpose::KeyAgreement
+            } else {
+                KeyUsagePurpose::DigitalSignature
+            }
+        })
+        .collect();
+    p.extended_key_usages = template
+        .extended_key_usages
+        .iter()
+        .map(|k| {
+            if k == "server_auth" {
+                ExtendedKeyUsagePurpose::ServerAuth
+            } else {
+                ExtendedKeyUsagePurpose::ClientAuth
+            }
+        })
+        .collect();
+    p.use_authority_key_identifier_extension = true;
+    p.custom_extensions.push(CustomExtension::from_oid_content(
+        &OID_OEM_ID,
+        der_uint(oem_id.get().into()),
+    ));
+    p.custom_extensions.push(CustomExtension::from_oid_content(
+        &OID_PRODUCT_ID,
+        der_uint(product_id.get().into()),
+    ));
+    let iss = Issuer::from_params(&issuer.params, RcgenKey(issuer_key));
+    let cert = p
+        .signed_by(&RcgenPublic(device_key), &iss)
+        .map_err(|e| format!("certificate: {e}"))?;
+    Ok(cert.der().to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

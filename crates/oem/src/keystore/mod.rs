@@ -115,6 +115,14 @@ pub trait KeyStore {
     fn signer(&self, label: &KeyLabel) -> Result<Box<dyn Signer>>;
     /// A key-agreement handle for the ECDH key `label`.
     fn key_agreement(&self, label: &KeyLabel) -> Result<Box<dyn KeyAgreement>>;
+    /// The ECDH private key `label`, wrapped for a device's key-agreement key
+    /// (ECDH-ES + A128KW, product-key context): the only way a product key
+    /// leaves its keystore. Returns the ephemeral point and the wrapped key.
+    fn export_wrapped_for_device(
+        &self,
+        label: &KeyLabel,
+        device_ka: &PublicKey,
+    ) -> Result<([u8; 65], [u8; 40])>;
 }
 
 impl Signer for crate::crypto::EcdsaKey {

@@ -347,6 +347,18 @@ impl KeyStore for SealedKeyStore {
         Ok(Box::new(EcdsaKey::from_pkcs8(&pkcs8)?))
     }
 
+    fn export_wrapped_for_device(
+        &self,
+        label: &KeyLabel,
+        device_ka: &PublicKey,
+    ) -> Result<([u8; 65], [u8; 40])> {
+        let scalar = self.unseal(label, KeyKind::EcdhP256)?;
+        let scalar: &[u8; 32] = scalar[..]
+            .try_into()
+            .map_err(|_| Error::Crypto("product key length"))?;
+        crate::crypto::wrap_product_key(device_ka, scalar, &mut SystemEntropy)
+    }
+
     fn key_agreement(&self, label: &KeyLabel) -> Result<Box<dyn KeyAgreement>> {
         let scalar = self.unseal(label, KeyKind::EcdhP256)?;
         Ok(Box::new(EcdhKey::from_scalar(&scalar)?))
