@@ -13,8 +13,9 @@ the device in the field.
 The chain, and the commands for each step:
   1. Secure development (OEM)   trustchain oem init, trustchain oem product
   2. Secure mastering (OEM)     trustchain master, then check with verify / decrypt / inspect
-  3. Secure production          (programming center: Guardian, wrap, produce - coming)
-  4. In the field               (device authentication and updates - coming)
+  3. The device                 trustchain device new / provision / install / boot / update
+  4. Secure production          (programming center: Guardian, wrap, produce - coming)
+  5. In the field               (device authentication and updates - coming)
 
 Private keys never leave the sealed keystore in the clear. Commands that need them ask for the \
 keystore passphrase: --passphrase-file FILE, else the TRUSTCHAIN_PASSPHRASE environment \
@@ -90,6 +91,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The device: a simulated MCU with the Secure Boot Manager (create, provision, install,
+    /// boot, update), driven through the SBM's connection protocol.
+    #[command(subcommand)]
+    Device(DeviceCommand),
     /// Run the supply chain end to end on the embedded defaults, in a temporary directory,
     /// and print what it made.
     Demo {
@@ -135,6 +140,90 @@ pub enum OemCommand {
         /// A device certificate template (TOML, see docs/formats.md); a default one otherwise.
         #[arg(long, value_name = "FILE")]
         template: Option<PathBuf>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `trustchain device ...`.
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Create a blank simulated MCU in DEVICE_DIR (flash.bin is its raw flash, device.toml and
+    /// protected.bin the rest): no keys, no application; the SBM waits in recovery.
+    New {
+        /// The directory to create.
+        device_dir: PathBuf,
+        /// The device UID (hex, 1 to 32 bytes); random by default.
+        #[arg(long, value_name = "HEX")]
+        uid: Option<String>,
+        /// The device type.
+        #[arg(long = "type", value_name = "N", default_value = "1")]
+        device_type: u32,
+        /// Flash size in bytes (a multiple of the page size).
+        #[arg(long, value_name = "BYTES", value_parser = crate::cli::parse_u32, default_value = "262144")]
+        flash_size: u32,
+        /// Use large flash pages (16 KiB, 16-byte writes) instead of small ones (1 KiB, 8-byte).
+        #[arg(long)]
+        large_pages: bool,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show UID, type, lifecycle, the installed version and digest, and the certificate chain.
+    Info {
+        /// The device directory.
+        device_dir: PathBuf,
+        /// Print JSON (the certificate chain as PEM strings).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lab provisioning at the OEM (Secure Development): the device generates its keys, the
+    /// device CA certifies the identity key from the product's template, the root and chain
+    /// and the OEM keys go into write-protected storage, and the device is locked.
+    Provision {
+        /// The device directory (a blank device).
+        device_dir: PathBuf,
+        /// The OEM directory.
+        #[arg(long, value_name = "OEM_DIR")]
+        oem: PathBuf,
+        /// The product.
+        #[arg(long, value_name = "N")]
+        product: trustchain_oem::formats::ProductId,
+        /// The serial number put in the certificate ({serial} in the template).
+        #[arg(long, value_name = "N", default_value = "1")]
+        serial: u64,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Program a release (update.upk + update.enc) through the SBM's connection protocol, as a
+    /// programmer does; the SBM verifies it, decrypts it into flash, and it boots.
+    Install {
+        /// The device directory.
+        device_dir: PathBuf,
+        /// The release directory.
+        release_dir: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reset the device: exit 0 and print the version and digest if the application verifies
+    /// against the signature table; non-zero with the reason otherwise.
+    Boot {
+        /// The device directory.
+        device_dir: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The application's update path: stage the release, call the SBM's update service, reset.
+    /// Exits non-zero with the SBM's reason when it refuses; the old version keeps running.
+    Update {
+        /// The device directory.
+        device_dir: PathBuf,
+        /// The release directory.
+        release_dir: PathBuf,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -187,6 +276,11 @@ pub struct MasterArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Decimal or 0x-hex, 32 bits.
+pub fn parse_u32(s: &str) -> Result<u32, String> {
+    parse_u64(s).and_then(|v| u32::try_from(v).map_err(|_| format!("'{s}' is above 4294967295")))
 }
 
 /// Decimal or 0x-hex.

@@ -12,14 +12,15 @@ use trustchain_oem::product::Product;
 use trustchain_oem::{audit, inspect, pki, release};
 
 use crate::cli::{Cli, Command, MasterArgs, OemCommand};
-use crate::{demo, passphrase};
+use crate::error::CliError;
+use crate::{demo, device, passphrase};
 
 fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// Runs one command.
-pub fn run(cli: Cli) -> Result<()> {
+pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
     let pass_file = cli.passphrase_file.as_deref();
     match cli.command {
         Command::Oem(OemCommand::Init {
@@ -164,6 +165,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Command::Device(cmd) => device::run(cmd, pass_file)?,
         Command::Demo { keep } => demo::run(keep.as_deref())?,
     }
     Ok(())

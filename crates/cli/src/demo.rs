@@ -3,6 +3,7 @@
 //! product, mastering) and the checks anyone can run on a release.
 use std::path::Path;
 
+use trustchain_device_sim::{Geometry, SimDevice};
 use trustchain_oem::crypto::sha256;
 use trustchain_oem::error::{Error, IoContext, Result};
 use trustchain_oem::formats::{OemId, ProductId, Version};
@@ -13,7 +14,34 @@ use trustchain_oem::master::{master_release, MasterRequest};
 use trustchain_oem::oem::OemDir;
 use trustchain_oem::product::Product;
 use trustchain_oem::{inspect, release};
+use trustchain_programmer::client::Programmer;
+use trustchain_programmer::lab;
+use trustchain_programmer::sim::SimLink;
+use trustchain_sbm::BootOutcome;
 use zeroize::Zeroizing;
+
+fn demo_err(e: impl std::fmt::Display) -> Error {
+    Error::Usage(format!("demo device: {e}"))
+}
+
+fn print_boot(outcome: BootOutcome) -> Result<()> {
+    match outcome {
+        BootOutcome::Run(i) => {
+            println!(
+                "    boot: application {}.{}.{} verified against the signature table (SHA-256 {}...), it runs",
+                i.version[0],
+                i.version[1],
+                i.version[2],
+                &hex::encode(i.digest)[..16]
+            );
+            Ok(())
+        }
+        BootOutcome::Recovery(s) => Err(demo_err(format!(
+            "the device stayed in recovery: {}",
+            s.describe()
+        ))),
+    }
+}
 
 /// The demo passphrase (printed: this is a demonstration keystore).
 const DEMO_PASSPHRASE: &str = "demo passphrase - not for real keys";
@@ -193,6 +221,78 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
         Ok(_) => return Err(Error::Crypto("demo: rollback was not refused")),
     }
 
+    step(
+        8,
+        "Device: a blank simulated MCU; the OEM provisions it in the lab",
+    );
+    let dev_dir = root.join("device");
+    let mut dev = SimDevice::create(
+        &dev_dir,
+        &[0xde, 0x40, 0x00, 0x01],
+        1,
+        Geometry::SMALL_PAGES,
+    )
+    .map_err(demo_err)?;
+    {
+        let mut prog = Programmer::new(SimLink::new(&mut dev).map_err(demo_err)?);
+        let done = lab::provision(&mut prog, &oem, &ks, product, 1).map_err(demo_err)?;
+        let cert = trustchain_oem::pki::parse_cert(&done.certificate).map_err(Error::Usage)?;
+        println!(
+            "    keys generated on the device; certificate '{}'; OEM keys installed; locked",
+            cert.tbs_certificate.subject
+        );
+
+        step(9, "Device: the programmer installs release 1.0.0 through the SBM; the SBM checks it at boot");
+        let upk = std::fs::read(rel.join("update.upk")).at(&rel)?;
+        let enc = std::fs::read(rel.join("update.enc")).at(&rel)?;
+        prog.send_release(&upk, &enc, false, &mut |_, _| {})
+            .map_err(demo_err)?;
+        print_boot(prog.transport_mut().boot())?;
+
+        step(10, "Field: release 1.1.0 is mastered; the application stages it and the SBM installs it at reset");
+        let mut next = req.clone();
+        next.version = Version {
+            major: 1,
+            minor: 1,
+            patch: 0,
+        };
+        next.out = root.join("release-1.1.0");
+        master_release(&oem, &ks, &next, &|_, _| {})?;
+        let upk2 = std::fs::read(next.out.join("update.upk")).at(&next.out)?;
+        let enc2 = std::fs::read(next.out.join("update.enc")).at(&next.out)?;
+        prog.send_release(&upk2, &enc2, true, &mut |_, _| {})
+            .map_err(demo_err)?;
+        prog.reset().map_err(demo_err)?;
+        print_boot(
+            prog.transport_mut()
+                .last_boot
+                .unwrap_or(BootOutcome::Recovery(trustchain_sbm::Status::NoImage)),
+        )?;
+
+        step(
+            11,
+            "Attacks: a tampered image and a rollback to 1.0.0 are refused; 1.1.0 keeps running",
+        );
+        let mut bad = enc2.clone();
+        bad[1000] ^= 1;
+        for (what, u, e) in [
+            ("tampered image", &upk2, &bad),
+            ("rollback to 1.0.0", &upk, &enc),
+        ] {
+            match prog.send_release(u, e, true, &mut |_, _| {}) {
+                Err(err) => println!("    {what}: {err}"),
+                Ok(_) => return Err(Error::Crypto("demo: an attack was not refused")),
+            }
+        }
+        prog.reset().map_err(demo_err)?;
+        print_boot(
+            prog.transport_mut()
+                .last_boot
+                .unwrap_or(BootOutcome::Recovery(trustchain_sbm::Status::NoImage)),
+        )?;
+    }
+    dev.save().map_err(demo_err)?;
+
     println!("\nmade:");
     for rel_path in [
         "oem/root.pem",
@@ -205,6 +305,8 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
         "release-1.0.0/update.upk",
         "release-1.0.0/update.enc",
         "decrypted.bin",
+        "release-1.1.0/",
+        "device/flash.bin",
     ] {
         println!("  {}", root.join(rel_path).display());
     }

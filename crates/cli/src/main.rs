@@ -6,6 +6,8 @@
 mod cli;
 mod commands;
 mod demo;
+mod device;
+mod error;
 mod passphrase;
 
 use std::process::ExitCode;

@@ -511,3 +511,99 @@ fn demo_runs_end_to_end() {
     assert!(keep.join("release-1.0.0/update.upk").is_file());
     assert!(!keep.join("release-0.9.0").exists());
 }
+
+#[test]
+fn device_lifecycle_through_the_cli() {
+    let env = setup();
+    let img = image(&env, "fw.bin", 20_000);
+    let r1 = env.root.join("r1");
+    let r2 = env.root.join("r2");
+    for (v, r) in [("1.0.0", &r1), ("1.1.0", &r2)] {
+        ok(&tc(&[
+            &"master",
+            &env.oem,
+            &"--product",
+            &"7",
+            &"--version",
+            &v,
+            &"--image",
+            &img,
+            &"--out",
+            r,
+            &"--load-address",
+            &"0x08000000",
+        ]));
+    }
+    let dev = env.root.join("dev");
+    ok(&tc(&[&"device", &"new", &dev, &"--uid", &"0a0b0c"]));
+    fails_with(&tc(&[&"device", &"boot", &dev]), "recovery");
+    // Installing into an unprovisioned device is refused.
+    fails_with(
+        &tc(&[&"device", &"install", &dev, &r1]),
+        "not fully provisioned",
+    );
+    ok(&tc(&[
+        &"device",
+        &"provision",
+        &dev,
+        &"--oem",
+        &env.oem,
+        &"--product",
+        &"7",
+    ]));
+    let out = ok(&tc(&[&"device", &"install", &dev, &r1, &"--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["version"], "1.0.0");
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&tc(&[&"device", &"info", &dev, &"--json"]))).unwrap();
+    assert_eq!(info["lifecycle"], "locked");
+    assert_eq!(info["uid"], "0a0b0c");
+    assert_eq!(info["installed"]["version"], "1.0.0");
+    // The device certificate chains to the OEM root (openssl).
+    let leaf = env.root.join("leaf.pem");
+    let ca = env.root.join("ca.pem");
+    std::fs::write(&leaf, info["certificate_chain"][0].as_str().unwrap()).unwrap();
+    std::fs::write(&ca, info["certificate_chain"][1].as_str().unwrap()).unwrap();
+    let o = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(env.oem.join("root.pem"))
+        .arg("-untrusted")
+        .arg(&ca)
+        .arg(&leaf)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Provisioning twice is refused.
+    fails_with(
+        &tc(&[
+            &"device",
+            &"provision",
+            &dev,
+            &"--oem",
+            &env.oem,
+            &"--product",
+            &"7",
+        ]),
+        "not blank",
+    );
+    // Update, then a rollback attempt that leaves 1.1.0 running.
+    let out = ok(&tc(&[&"device", &"update", &dev, &r2]));
+    assert!(out.contains("1.1.0"));
+    let before = std::fs::read(dev.join("flash.bin")).unwrap();
+    fails_with(&tc(&[&"device", &"update", &dev, &r1]), "rollback");
+    assert_eq!(
+        std::fs::read(dev.join("flash.bin")).unwrap(),
+        before,
+        "a refused update changes nothing"
+    );
+    assert!(ok(&tc(&[&"device", &"boot", &dev])).contains("1.1.0"));
+    // Tampering with the application in flash.bin stops it from running.
+    let mut flash = before.clone();
+    flash[64] ^= 0x80;
+    std::fs::write(dev.join("flash.bin"), flash).unwrap();
+    fails_with(
+        &tc(&[&"device", &"boot", &dev]),
+        "does not match the signed digest",
+    );
+}

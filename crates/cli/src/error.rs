@@ -1,0 +1,85 @@
+//! Every error the binary reports: one message naming what failed and
+//! where, and a hint on what to do.
+use std::path::PathBuf;
+
+use trustchain_device_sim::DeviceError;
+use trustchain_programmer::client;
+use trustchain_programmer::lab::LabError;
+use trustchain_sbm::Status;
+
+/// An error of any command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// From the OEM side.
+    #[error(transparent)]
+    Oem(#[from] trustchain_oem::Error),
+    /// A simulated device directory.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// The device refused or the link failed.
+    #[error("{}: {source}", dir.display())]
+    Link {
+        /// The device directory.
+        dir: PathBuf,
+        /// Why.
+        source: client::Error,
+    },
+    /// Lab provisioning failed.
+    #[error("{}: {source}", dir.display())]
+    Lab {
+        /// The device directory.
+        dir: PathBuf,
+        /// Why.
+        source: LabError,
+    },
+    /// The device did not boot a verified application.
+    #[error("{}: the SBM stays in recovery: {}", dir.display(), status.describe())]
+    NoApplication {
+        /// The device directory.
+        dir: PathBuf,
+        /// The SBM's reason.
+        status: Status,
+    },
+}
+
+impl CliError {
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            CliError::Oem(e) => e.hint(),
+            CliError::Device(e) => Some(e.hint().to_string()),
+            CliError::Link {
+                source: client::Error::Refused(s),
+                ..
+            } => Some(refusal_hint(*s).to_string()),
+            CliError::Lab {
+                source: LabError::NotBlank(_),
+                ..
+            } => Some(
+                "a device is provisioned once; use a new blank device (`trustchain device new`)"
+                    .into(),
+            ),
+            CliError::NoApplication { .. } => Some(
+                "install a release with `trustchain device install DEVICE_DIR RELEASE_DIR`".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+fn refusal_hint(s: Status) -> &'static str {
+    match s {
+        Status::Locked | Status::AlreadyProvisioned => "the device is provisioned and locked; nothing was changed",
+        Status::NotProvisioned => "provision the device first (`trustchain device provision`)",
+        Status::Rollback => "the device holds a newer release; master a higher version or security counter",
+        Status::WrongOem | Status::WrongProduct | Status::NotRecipient | Status::UidNotAllowed => {
+            "this release was mastered for other devices; master one for this device's OEM, product and UID"
+        }
+        Status::WrongLoadAddress => "master the image with the device's application address (the simulator's is 0x08000000)",
+        Status::TooLarge => "the image does not fit the device's application slot",
+        Status::BadSignature | Status::CiphertextMismatch | Status::UpkMalformed | Status::DecryptionFailed | Status::PlaintextMismatch => {
+            "the release is corrupted or was tampered with; fetch it again from the OEM. The device keeps its current application"
+        }
+        _ => "the device kept its previous state",
+    }
+}
