@@ -53,6 +53,8 @@ pub mod cmd {
     pub const GET_CERT_CHAIN: u8 = 0x20;
     /// `[label, data]` -> a signature by the device identity key.
     pub const SIGN_CHALLENGE: u8 = 0x21;
+    /// `[[+ cert], now]` -> validate a peer's chain against the OEM root.
+    pub const VALIDATE_PEER_CHAIN: u8 = 0x22;
     /// `[]` -> reset and boot; the boot outcome.
     pub const RESET: u8 = 0x30;
 }
@@ -113,6 +115,14 @@ pub enum Status {
     BadCertificate = 25,
     /// The load address is not this device's application slot.
     WrongLoadAddress = 26,
+    /// The peer's chain does not lead to this device's OEM root.
+    PeerUnknownIssuer = 27,
+    /// A certificate of the peer's chain is expired or not yet valid.
+    PeerExpired = 28,
+    /// A signature in the peer's chain does not verify.
+    PeerBadSignature = 29,
+    /// The peer's chain is malformed or not valid for authentication.
+    PeerInvalid = 30,
 }
 
 impl Status {
@@ -145,6 +155,10 @@ impl Status {
             24 => BadOffset,
             25 => BadCertificate,
             26 => WrongLoadAddress,
+            27 => PeerUnknownIssuer,
+            28 => PeerExpired,
+            29 => PeerBadSignature,
+            30 => PeerInvalid,
             _ => return None,
         })
     }
@@ -178,6 +192,14 @@ impl Status {
             BadOffset => "data out of order or out of range",
             BadCertificate => "malformed or oversized certificates",
             WrongLoadAddress => "the image's load address is not this device's application slot",
+            PeerUnknownIssuer => {
+                "the peer's certificate chain does not lead to this device's OEM root"
+            }
+            PeerExpired => "a certificate of the peer's chain is expired or not yet valid",
+            PeerBadSignature => "a signature in the peer's certificate chain does not verify",
+            PeerInvalid => {
+                "the peer's certificate chain is malformed or not valid for authentication"
+            }
         }
     }
 }

@@ -366,6 +366,28 @@ impl<T: Transport> Programmer<T> {
         .map_err(malformed)
     }
 
+    /// `VALIDATE_PEER_CHAIN`: the device validates `chain` (leaf first)
+    /// against its OEM root at `now`; returns the leaf's public key.
+    pub fn validate_peer_chain(&mut self, chain: &[Vec<u8>], now: u64) -> Result<[u8; 65], Error> {
+        let p = payload(|e| {
+            e.array(2)?.array(chain.len() as u64)?;
+            for c in chain {
+                e.bytes(c)?;
+            }
+            e.u64(now)?;
+            Ok(())
+        });
+        let body = self.call(cmd::VALIDATE_PEER_CHAIN, &p)?;
+        let mut r = Reader::new(&body);
+        (|| {
+            r.array_of(1, "peer key")?;
+            let k = *r.bstr_exact::<65>("peer key")?;
+            r.finish()?;
+            Ok(k)
+        })()
+        .map_err(malformed)
+    }
+
     /// `RESET`.
     pub fn reset(&mut self) -> Result<(), Error> {
         self.call(cmd::RESET, &[0x80]).map(|_| ())

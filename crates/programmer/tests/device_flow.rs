@@ -176,3 +176,57 @@ fn a_tampered_application_does_not_run() {
         BootOutcome::Recovery(Status::PlaintextMismatch)
     );
 }
+
+#[test]
+fn a_device_validates_a_peer_chain_against_its_oem_root() {
+    let o = oem();
+    let other = oem();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = provisioned_device(&o, &tmp.path().join("a"), Geometry::SMALL_PAGES, b"\x0a");
+    let mut b = provisioned_device(&o, &tmp.path().join("b"), Geometry::SMALL_PAGES, b"\x0b");
+    let mut c = provisioned_device(
+        &other,
+        &tmp.path().join("c"),
+        Geometry::SMALL_PAGES,
+        b"\x0c",
+    );
+    let (b_chain, _) = Programmer::new(SimLink::new(&mut b).unwrap())
+        .cert_chain()
+        .unwrap();
+    let (c_chain, _) = Programmer::new(SimLink::new(&mut c).unwrap())
+        .cert_chain()
+        .unwrap();
+    let mut pa = Programmer::new(SimLink::new(&mut a).unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let key = pa.validate_peer_chain(&b_chain, now).unwrap();
+    let b_cert = trustchain_oem::pki::parse_cert(&b_chain[0]).unwrap();
+    assert_eq!(
+        key,
+        trustchain_oem::pki::cert_public_key(&b_cert).unwrap().0
+    );
+    // Another OEM's device, a chain without its CA, and a time past the device CA's expiry.
+    // (Both test OEMs are named "Acme", so webpki finds a name match and then
+    // a signature that does not verify.)
+    assert!(matches!(
+        refused(pa.validate_peer_chain(&c_chain, now)),
+        Status::PeerUnknownIssuer | Status::PeerBadSignature
+    ));
+    assert_eq!(
+        refused(pa.validate_peer_chain(&b_chain[..1], now)),
+        Status::PeerUnknownIssuer
+    );
+    assert_eq!(
+        refused(pa.validate_peer_chain(&b_chain, now + 100 * 365 * 86_400)),
+        Status::PeerExpired
+    );
+    let mut forged = b_chain.clone();
+    let n = forged[0].len();
+    forged[0][n - 3] ^= 1;
+    assert!(matches!(
+        refused(pa.validate_peer_chain(&forged, now)),
+        Status::PeerBadSignature | Status::PeerInvalid
+    ));
+}

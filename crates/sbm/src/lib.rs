@@ -23,6 +23,7 @@ pub mod crypto;
 pub mod hal;
 pub(crate) mod install;
 pub mod layout;
+pub mod peer;
 pub mod protocol;
 pub mod provision;
 pub mod state;

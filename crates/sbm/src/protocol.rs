@@ -224,6 +224,26 @@ impl<F: Flash, P: Protected, R: Rng> Sbm<F, P, R> {
                 let sig = self.sign_challenge(label.as_bytes(), data)?;
                 e.array(1).and_then(|e| e.bytes(&sig)).map_err(overflow)?;
             }
+            cmd::VALIDATE_PEER_CHAIN => {
+                r.array_of(2, "[[+ cert], now]").map_err(bad)?;
+                let n = r.array("chain").map_err(bad)?;
+                if n == 0 || n > 4 {
+                    return Err(Status::PeerInvalid);
+                }
+                let mut certs: [&[u8]; 4] = [&[]; 4];
+                for slot in certs.iter_mut().take(n as usize) {
+                    *slot = r.bstr("certificate", 2048).map_err(bad)?;
+                }
+                let now = r.uint("time").map_err(bad)?;
+                r.finish().map_err(bad)?;
+                let mut root = [0u8; 1024];
+                let m = self
+                    .prot
+                    .read(Field::OemRoot, &mut root)
+                    .map_err(|_| Status::NotProvisioned)?;
+                let key = crate::peer::validate(&certs[..n as usize], &root[..m], now)?;
+                e.array(1).and_then(|e| e.bytes(&key)).map_err(overflow)?;
+            }
             cmd::RESET => {
                 r.array_of(0, "[]").map_err(bad)?;
                 r.finish().map_err(bad)?;
