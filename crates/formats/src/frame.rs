@@ -41,9 +41,9 @@ pub mod cmd {
     pub const INSTALL_OEM_KEYS: u8 = 0x04;
     /// `[]` -> lock the device.
     pub const LOCK: u8 = 0x05;
-    /// `[mode, upk_len, enc_len]` -> start receiving a release into staging.
+    /// `[mode, upk, enc_len]` -> check the UPK, then start receiving `update.enc` into staging.
     pub const IMAGE_BEGIN: u8 = 0x10;
-    /// `[offset, bytes]` -> a piece of `update.upk || update.enc`.
+    /// `[offset, bytes]` -> a piece of `update.enc`.
     pub const IMAGE_DATA: u8 = 0x11;
     /// `[]` -> verify; install now (mode 0) or request the update at reset (mode 1).
     pub const IMAGE_END: u8 = 0x12;

@@ -288,15 +288,14 @@ impl<T: Transport> Programmer<T> {
         let begin = payload(|e| {
             e.array(3)?
                 .u8(update as u8)?
-                .u32(upk.len() as u32)?
+                .bytes(upk)?
                 .u32(enc.len() as u32)
                 .map(|_| ())
         });
         self.call(cmd::IMAGE_BEGIN, &begin)?;
-        let stream: Vec<u8> = [upk, enc].concat();
-        let total = stream.len() as u64;
+        let total = enc.len() as u64;
         let piece = MAX_PAYLOAD - 16;
-        for (i, part) in stream.chunks(piece).enumerate() {
+        for (i, part) in enc.chunks(piece).enumerate() {
             let off = (i * piece) as u32;
             self.call(
                 cmd::IMAGE_DATA,

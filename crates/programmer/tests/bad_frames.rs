@@ -111,13 +111,13 @@ fn malformed_frames_and_payloads_are_refused_without_change() {
             Status::WrongState
         );
         // Oversized announcements are refused before anything is erased.
-        let begin = |upk: u32, enc: u32| {
+        let begin = |upk: usize, enc: u32| {
             let mut e = minicbor::Encoder::new(Vec::new());
             e.array(3)
                 .unwrap()
                 .u8(0)
                 .unwrap()
-                .u32(upk)
+                .bytes(&vec![0xd2; upk])
                 .unwrap()
                 .u32(enc)
                 .unwrap();
@@ -128,12 +128,13 @@ fn malformed_frames_and_payloads_are_refused_without_change() {
             Status::TooLarge
         );
         assert_eq!(
-            status_of(&link.exchange(&begin(5000, 100)).unwrap()),
-            Status::TooLarge
-        );
-        assert_eq!(
             status_of(&link.exchange(&begin(100, u32::MAX)).unwrap()),
             Status::TooLarge
+        );
+        // A UPK that is not one is refused before staging is touched.
+        assert_eq!(
+            status_of(&link.exchange(&begin(3000, 100)).unwrap()),
+            Status::UpkMalformed
         );
         // Random garbage frames never panic and never succeed at changing state.
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;

@@ -230,3 +230,45 @@ fn a_device_validates_a_peer_chain_against_its_oem_root() {
         Status::PeerBadSignature | Status::PeerInvalid
     ));
 }
+
+#[test]
+fn a_refused_upk_leaves_flash_byte_identical() {
+    let o = oem();
+    let v2 = release(&o, "v2", "2.0.0", 7_000, 2);
+    let v1 = release(&o, "v1", "1.0.0", 7_000, 1);
+    let other = oem();
+    let foreign = release(&other, "foreign", "3.0.0", 7_000, 3);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut dev = provisioned_device(&o, &tmp.path().join("dev"), Geometry::SMALL_PAGES, b"\x05");
+    {
+        let (upk, enc) = read_release(&v2);
+        Programmer::new(SimLink::new(&mut dev).unwrap())
+            .send_release(&upk, &enc, false, &mut |_, _| {})
+            .unwrap();
+    }
+    let (upk1, enc1) = read_release(&v1);
+    let (upk_f, enc_f) = read_release(&foreign);
+    let mut bad_sig = upk1.clone();
+    let n = bad_sig.len();
+    bad_sig[n - 2] ^= 1;
+    for (what, upk, enc, want) in [
+        ("rollback", &upk1, &enc1, Status::Rollback),
+        ("bad signature", &bad_sig, &enc1, Status::BadSignature),
+        (
+            "another OEM's release",
+            &upk_f,
+            &enc_f,
+            Status::BadSignature,
+        ),
+    ] {
+        let before = dev.flash().raw().to_vec();
+        let r = Programmer::new(SimLink::new(&mut dev).unwrap()).send_release(
+            upk,
+            enc,
+            true,
+            &mut |_, _| {},
+        );
+        assert_eq!(refused(r), want, "{what}");
+        assert!(dev.flash().raw() == &before[..], "{what}: flash changed");
+    }
+}

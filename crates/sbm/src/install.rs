@@ -50,16 +50,21 @@ pub(crate) struct Verified {
 pub(crate) const OEM_KEYS_LEN: usize = 4 + 4 + 65;
 
 impl<F: Flash, P: Protected, R: Rng> Sbm<F, P, R> {
-    /// `IMAGE_BEGIN`: erases what staging needs and starts receiving.
+    /// `IMAGE_BEGIN`: checks the UPK (signature, targeting, counter, sizes,
+    /// key unwrap) before anything is written; only then erases what
+    /// staging needs, stores the UPK there and starts receiving the
+    /// ciphertext. A refused UPK changes nothing.
     pub(crate) fn image_begin(
         &mut self,
         update: bool,
-        upk_len: u32,
+        upk: &[u8],
         enc_len: u32,
     ) -> Result<(), Status> {
         if !self.prot.is_written(Field::OemKeys) || !self.prot.is_written(Field::ProductKey) {
             return Err(Status::NotProvisioned);
         }
+        self.rx = None;
+        let upk_len = u32::try_from(upk.len()).map_err(|_| Status::TooLarge)?;
         if upk_len == 0 || upk_len > MAX_DEVICE_UPK {
             return Err(Status::TooLarge);
         }
@@ -67,12 +72,28 @@ impl<F: Flash, P: Protected, R: Rng> Sbm<F, P, R> {
         if enc_len == 0 || need > self.layout.staging.len {
             return Err(Status::TooLarge);
         }
-        self.rx = None;
+        self.upk[..upk.len()].copy_from_slice(upk);
+        self.check_upk(upk_len, enc_len)?;
+
         let page = self.flash.page_size();
         let mut off = 0;
         while off < need {
             self.flash.erase_page(self.layout.staging.offset + off)?;
             off += page;
+        }
+        // The UPK into its slot, padded to the write size.
+        let ws = self.flash.write_size() as usize;
+        let mut at = 0;
+        while at < upk.len() {
+            let n = (upk.len() - at).min(PROGRAM_UNIT);
+            let mut unit = [0xffu8; PROGRAM_UNIT];
+            unit[..n].copy_from_slice(&upk[at..at + n]);
+            let padded = n.div_ceil(ws) * ws;
+            self.flash.program(
+                self.layout.staging.offset + STAGING_UPK + at as u32,
+                &unit[..padded],
+            )?;
+            at += n;
         }
         self.rx = Some(Receive {
             update,
@@ -85,35 +106,20 @@ impl<F: Flash, P: Protected, R: Rng> Sbm<F, P, R> {
         Ok(())
     }
 
-    /// Flash offset of stream offset `o` (UPK then ciphertext).
-    fn staging_offset(&self, rx: &Receive, o: u32) -> u32 {
-        let base = self.layout.staging.offset;
-        if o < rx.upk_len {
-            base + STAGING_UPK + o
-        } else {
-            base + STAGING_ENC + (o - rx.upk_len)
-        }
-    }
-
-    /// `IMAGE_DATA`: programs the next piece of `update.upk || update.enc`.
+    /// `IMAGE_DATA`: programs the next piece of `update.enc`.
     pub(crate) fn image_data(&mut self, offset: u32, data: &[u8]) -> Result<(), Status> {
         let mut rx = self.rx.ok_or(Status::WrongState)?;
-        let total = rx
-            .upk_len
-            .checked_add(rx.enc_len)
-            .ok_or(Status::BadOffset)?;
         let end = offset
             .checked_add(data.len() as u32)
             .ok_or(Status::BadOffset)?;
-        if offset != rx.next || end > total {
+        if offset != rx.next || end > rx.enc_len {
             return Err(Status::BadOffset);
         }
         for &b in data {
             rx.pending[rx.pending_len] = b;
             rx.pending_len += 1;
             rx.next += 1;
-            // Flush a full unit, or a partial one at the UPK/ciphertext boundary.
-            if rx.pending_len == PROGRAM_UNIT || rx.next == rx.upk_len {
+            if rx.pending_len == PROGRAM_UNIT {
                 self.flush_pending(&mut rx)?;
             }
         }
@@ -127,7 +133,7 @@ impl<F: Flash, P: Protected, R: Rng> Sbm<F, P, R> {
         }
         let ws = self.flash.write_size() as usize;
         let first = rx.next - rx.pending_len as u32;
-        let at = self.staging_offset(rx, first);
+        let at = self.layout.staging.offset + STAGING_ENC + first;
         let padded = rx.pending_len.div_ceil(ws) * ws;
         let result = self.flash.program(at, &rx.pending[..padded]);
         rx.pending = [0xff; PROGRAM_UNIT];
@@ -138,12 +144,13 @@ impl<F: Flash, P: Protected, R: Rng> Sbm<F, P, R> {
         Ok(result?)
     }
 
-    /// `IMAGE_END`: writes the staging header, verifies, and installs now
-    /// (programmer) or records the update request for the next reset
-    /// (application). Returns the signature table entry it will hold.
+    /// `IMAGE_END`: writes the staging header, verifies the whole release,
+    /// and installs now (programmer) or records the update request for the
+    /// next reset (application). Returns the entry the signature table will
+    /// hold.
     pub(crate) fn image_end(&mut self) -> Result<(Installed, bool), Status> {
         let mut rx = self.rx.take().ok_or(Status::WrongState)?;
-        if rx.next != rx.upk_len + rx.enc_len {
+        if rx.next != rx.enc_len {
             return Err(Status::BadOffset);
         }
         self.flush_pending(&mut rx)?;
@@ -183,11 +190,21 @@ impl<F: Flash, P: Protected, R: Rng> Sbm<F, P, R> {
         if enc_end > self.layout.staging.len {
             return Err(Status::TooLarge);
         }
-        // Hash the ciphertext first (it trusts nothing), so that the UPK can
-        // then stay borrowed from the RAM buffer for the rest of the checks.
+        // Hash the ciphertext first (it trusts nothing); then the UPK.
         let cipher_digest = self.hash_region(base + STAGING_ENC, enc_len)?;
-        let upk_bytes = &mut self.upk[..upk_len as usize];
-        self.flash.read(base + STAGING_UPK, upk_bytes)?;
+        self.flash
+            .read(base + STAGING_UPK, &mut self.upk[..upk_len as usize])?;
+        let (v, signed_digest) = self.check_upk(upk_len, enc_len)?;
+        if cipher_digest != signed_digest {
+            return Err(Status::CiphertextMismatch);
+        }
+        Ok(v)
+    }
+
+    /// Every check of the UPK in the RAM buffer (`self.upk[..upk_len]`)
+    /// for a ciphertext of `enc_len` bytes, signature first. Returns the
+    /// verified release and the signed ciphertext digest to compare.
+    fn check_upk(&mut self, upk_len: u32, enc_len: u32) -> Result<(Verified, [u8; 32]), Status> {
         let upk_bytes = &self.upk[..upk_len as usize];
         let upk_hash = crypto::sha256(upk_bytes);
         let upk = Upk::parse(upk_bytes).map_err(|_| Status::UpkMalformed)?;
@@ -234,7 +251,7 @@ impl<F: Flash, P: Protected, R: Rng> Sbm<F, P, R> {
         if size > self.layout.app.len {
             return Err(Status::TooLarge);
         }
-        if m.ciphertext_size() != enc_len as u64 || cipher_digest != m.ciphertext_digest.0 {
+        if m.ciphertext_size() != enc_len as u64 {
             return Err(Status::CiphertextMismatch);
         }
         let cek = unwrap_cek(&mut self.prot, &upk)?;
@@ -245,11 +262,14 @@ impl<F: Flash, P: Protected, R: Rng> Sbm<F, P, R> {
             load_address: m.load_address as u32,
             digest: m.image_digest.0,
         };
-        Ok(Verified {
-            cek,
-            upk_hash,
-            entry,
-        })
+        Ok((
+            Verified {
+                cek,
+                upk_hash,
+                entry,
+            },
+            m.ciphertext_digest.0,
+        ))
     }
 
     /// Installs a verified release (steps 3-5 of the module docs).

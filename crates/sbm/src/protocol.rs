@@ -152,17 +152,21 @@ impl<F: Flash, P: Protected, R: Rng> Sbm<F, P, R> {
                 e.array(0).map_err(overflow)?;
             }
             cmd::IMAGE_BEGIN => {
-                r.array_of(3, "[mode, upk_len, enc_len]").map_err(bad)?;
+                r.array_of(3, "[mode, upk, enc_len]").map_err(bad)?;
                 let mode = r.uint("mode").map_err(bad)?;
-                let upk_len = u32::try_from(r.uint("UPK length").map_err(bad)?)
-                    .map_err(|_| Status::TooLarge)?;
+                let upk = r
+                    .bstr("UPK", crate::layout::MAX_DEVICE_UPK as usize)
+                    .map_err(|e| match e {
+                        FormatError::TooLarge { .. } => Status::TooLarge,
+                        _ => Status::BadRequest,
+                    })?;
                 let enc_len = u32::try_from(r.uint("image length").map_err(bad)?)
                     .map_err(|_| Status::TooLarge)?;
                 r.finish().map_err(bad)?;
                 if mode > 1 {
                     return Err(Status::BadRequest);
                 }
-                self.image_begin(mode == 1, upk_len, enc_len)?;
+                self.image_begin(mode == 1, upk, enc_len)?;
                 e.array(0).map_err(overflow)?;
             }
             cmd::IMAGE_DATA => {
