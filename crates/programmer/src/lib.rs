@@ -6,4 +6,5 @@
 
 pub mod client;
 pub mod lab;
+pub mod serial;
 pub mod sim;

@@ -102,3 +102,39 @@ pub fn provisioned_device(o: &Oem, dir: &Path, geometry: Geometry, uid: &[u8]) -
     dev.save().unwrap();
     dev
 }
+
+/// Like [`release`], mastered for `load_address` (another board's
+/// application slot, e.g. the QEMU firmware's).
+pub fn release_at(
+    o: &Oem,
+    name: &str,
+    version: &str,
+    len: usize,
+    seed: u8,
+    load_address: u64,
+) -> PathBuf {
+    let img = o.dir.path().join(format!("{name}.bin"));
+    let bytes: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    std::fs::write(&img, bytes).unwrap();
+    let out = o.dir.path().join(name);
+    let req = MasterRequest {
+        product: ProductId::new(7).unwrap(),
+        version: version.parse::<Version>().unwrap(),
+        security_counter: None,
+        force: true,
+        image: img,
+        format: None,
+        load: LoadOptions {
+            raw_load_address: load_address,
+            ..LoadOptions::default()
+        },
+        devices: vec![],
+        device_uids: None,
+        out: out.clone(),
+        operator: "test".into(),
+    };
+    master_release(&o.oem, &o.ks, &req, &|_, _| {}).unwrap();
+    out
+}
