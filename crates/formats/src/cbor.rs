@@ -157,6 +157,15 @@ impl<'b> Reader<'b> {
         }
     }
 
+    /// A boolean.
+    pub fn bool(&mut self, expected: &'static str) -> Result<bool, FormatError> {
+        let start = self.position();
+        match self.datatype()? {
+            Type::Bool => Ok(self.d.bool()?),
+            _ => Err(Self::mismatch(start, expected)),
+        }
+    }
+
     /// Whether the next item is `null` (consumed if so).
     pub fn null_if_next(&mut self) -> Result<bool, FormatError> {
         if self.datatype()? == Type::Null {

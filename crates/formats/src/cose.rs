@@ -261,6 +261,10 @@ fn parse_recipient<'a>(r: &mut Reader<'a>) -> Result<Recipient<'a>, FormatError>
 }
 
 /// COSE_Key `{1: 2 (EC2), -1: 1 (P-256), -2: x, -3: y}` (RFC 9053 §7.1.1).
+pub(crate) fn parse_cose_key_pub(r: &mut Reader<'_>) -> Result<EcPoint, FormatError> {
+    parse_cose_key(r)
+}
+
 fn parse_cose_key(r: &mut Reader<'_>) -> Result<EcPoint, FormatError> {
     let mut keys = r.map("COSE_Key map")?;
     r.required_key(&mut keys, 1, "COSE_Key kty")?;

@@ -55,7 +55,8 @@ pub mod cmd {
     pub const SIGN_CHALLENGE: u8 = 0x21;
     /// `[[+ cert], now]` -> validate a peer's chain against the OEM root.
     pub const VALIDATE_PEER_CHAIN: u8 = 0x22;
-    /// `[]` -> reset and boot; the boot outcome.
+    /// `[]` -> answered with `[]`, then the SBM resets and boots (the next
+    /// `GET_INFO` shows the outcome).
     pub const RESET: u8 = 0x30;
 }
 

@@ -30,6 +30,7 @@ pub mod cose;
 mod error;
 pub mod frame;
 pub mod ids;
+pub mod package;
 pub mod stream;
 pub mod upk;
 

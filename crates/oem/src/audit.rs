@@ -70,6 +70,25 @@ pub enum Event {
         /// Output directory.
         out: String,
     },
+    /// A production package was wrapped for a Guardian.
+    Wrap {
+        /// Product ID.
+        product: u32,
+        /// Package ID, hex.
+        package_id: String,
+        /// Target Guardian ID, hex.
+        guardian: String,
+        /// Production count.
+        count: u64,
+        /// First serial.
+        serial_start: u64,
+        /// Release version in the package.
+        release_version: String,
+        /// The per-package issuing CA certificate SHA-256.
+        issuing_ca_sha256: String,
+        /// The package file SHA-256.
+        package_sha256: String,
+    },
 }
 
 /// The log file.

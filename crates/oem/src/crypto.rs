@@ -176,6 +176,32 @@ impl EcdsaKey {
     }
 }
 
+/// PKCS#8 v1 of an ECDSA P-256 key given as a scalar and its public point.
+pub fn ecdsa_pkcs8_from_scalar(
+    scalar: &[u8; 32],
+    public: &PublicKey,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let key = signature::EcdsaKeyPair::from_private_key_and_public_key(
+        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        scalar,
+        &public.0,
+    )
+    .map_err(|_| Error::Crypto("ECDSA P-256 private key"))?;
+    let doc = key
+        .to_pkcs8v1()
+        .map_err(|_| Error::Crypto("PKCS#8 encoding"))?;
+    Ok(Zeroizing::new(doc.as_ref().to_vec()))
+}
+
+/// A fresh ECDSA P-256 key as a scalar (for a per-package issuing CA whose
+/// key travels, encrypted, to one Guardian).
+pub fn generate_ecdsa_scalar(
+    entropy: &mut dyn Entropy,
+) -> Result<(Zeroizing<[u8; 32]>, PublicKey)> {
+    let (k, scalar) = EcdhKey::generate(entropy)?;
+    Ok((scalar, k.public_key().clone()))
+}
+
 /// An ECDH P-256 private key held in memory.
 pub struct EcdhKey {
     key: agreement::PrivateKey,

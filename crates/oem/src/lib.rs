@@ -25,6 +25,7 @@ pub mod pki;
 pub mod product;
 pub mod release;
 pub mod template;
+pub mod wrap;
 
 pub use error::{Error, Result};
 pub use trustchain_formats as formats;

@@ -416,6 +416,26 @@ pub fn describe(cert: &x509_cert::Certificate) -> CertInfo {
     }
 }
 
+/// Checks that `child_der` is signed by the key of `issuer_der` and names it
+/// as issuer (no validity or usage checks: the caller pins the issuer).
+pub fn verify_issued_by(child_der: &[u8], issuer_der: &[u8]) -> std::result::Result<(), String> {
+    use x509_cert::der::Encode;
+    let child = x509_cert::Certificate::from_der(child_der).map_err(|e| e.to_string())?;
+    let issuer = x509_cert::Certificate::from_der(issuer_der).map_err(|e| e.to_string())?;
+    if child.tbs_certificate.issuer != issuer.tbs_certificate.subject {
+        return Err("issuer name differs".into());
+    }
+    let key = cert_public_key(&issuer).ok_or("the issuer key is not P-256")?;
+    let tbs = child.tbs_certificate.to_der().map_err(|e| e.to_string())?;
+    let sig = child.signature.raw_bytes();
+    aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
+        &key.0,
+    )
+    .verify(&tbs, sig)
+    .map_err(|_| "signature does not verify".to_string())
+}
+
 /// Whether the certificate allows key agreement.
 pub fn allows_key_agreement(cert: &x509_cert::Certificate) -> bool {
     describe(cert).key_usage.contains(&"keyAgreement")
@@ -479,11 +499,20 @@ pub fn issue_device_cert(
     if let Some(ou) = &subject.organizational_unit {
         dn.push(DnType::OrganizationalUnitName, ou.as_str());
     }
+    // RFC 5280 (X.520): serialNumber and countryName are PrintableString.
+    let printable = |field: &str, v: &str| {
+        rcgen::string::PrintableString::try_from(v)
+            .map(rcgen::DnValue::PrintableString)
+            .map_err(|_| format!("subject.{field} '{v}' is not a PrintableString (letters, digits, space and '()+,-./:=?)"))
+    };
     if let Some(sn) = &subject.serial_number {
-        dn.push(DnType::CustomDnType(vec![2, 5, 4, 5]), sn.as_str());
+        dn.push(
+            DnType::CustomDnType(vec![2, 5, 4, 5]),
+            printable("serial_number", sn)?,
+        );
     }
     if let Some(c) = &subject.country {
-        dn.push(DnType::CountryName, c.as_str());
+        dn.push(DnType::CountryName, printable("country", c)?);
     }
     p.distinguished_name = dn;
     let now = OffsetDateTime::now_utc()

@@ -311,7 +311,8 @@ impl<T: Transport> Programmer<T> {
                 field: "entry",
                 expected: "an entry",
             })?;
-            let _requested = r.uint("requested").ok();
+            r.bool("requested")?;
+            r.finish()?;
             Ok(i)
         })()
         .map_err(malformed)

@@ -51,7 +51,7 @@ pub enum Field {
     CertChain,
     /// The OEM root certificate (DER).
     OemRoot,
-    /// OEM keys: OEM ID, product ID, mastering public key (see `state`).
+    /// OEM keys: OEM ID, product ID, mastering public key (see `install::OEM_KEYS_LEN`).
     OemKeys,
     /// The product key-agreement private key (32 bytes). Secret.
     ProductKey,

@@ -38,8 +38,9 @@ impl From<FlashError> for Status {
     }
 }
 
-/// A staged release that passed every check. Only [`Sbm::verify_staged`]
-/// makes one; it carries the unwrapped content key.
+/// A release that passed every check. Only `check_upk` (through
+/// `verify_staged` and `image_begin`) makes one; it carries the unwrapped
+/// content key.
 pub(crate) struct Verified {
     cek: Zeroizing<[u8; 16]>,
     upk_hash: [u8; 32],

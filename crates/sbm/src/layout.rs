@@ -52,10 +52,20 @@ impl Layout {
         let page = flash.page_size();
         let pages = flash.capacity() / page;
         let usable = pages.saturating_sub(2);
-        let app_pages = usable
-            .saturating_sub(usable / 2 + 1)
-            .max(1)
-            .min(usable.saturating_sub(1));
+        // The largest application slot whose release still fits staging:
+        // header and UPK slot, plus the ciphertext (16 bytes per 4 KiB more).
+        let mut app_pages = usable / 2;
+        while app_pages > 1 {
+            let app = app_pages * page;
+            let enc = app
+                + app.div_ceil(trustchain_formats::stream::CHUNK_SIZE as u32)
+                    * trustchain_formats::stream::TAG_LEN as u32;
+            let staging = (usable - app_pages) * page;
+            if STAGING_ENC.saturating_add(enc) <= staging {
+                break;
+            }
+            app_pages -= 1;
+        }
         let staging_pages = usable.saturating_sub(app_pages);
         Layout {
             flash_base_address,

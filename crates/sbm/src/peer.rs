@@ -58,7 +58,8 @@ pub fn leaf_key(der: &[u8]) -> Option<[u8; 65]> {
 
 /// Validates `chain` (leaf first, then intermediates) against `root` at
 /// `now` (Unix seconds, supplied by the application: the SBM has no clock),
-/// for TLS client or server use; returns the leaf's public key.
+/// for client authentication (a device certificate's EKU); returns the
+/// leaf's public key.
 pub fn validate(chain: &[&[u8]], root: &[u8], now: u64) -> Result<[u8; 65], Status> {
     let (leaf, intermediates) = chain.split_first().ok_or(Status::BadRequest)?;
     let root = CertificateDer::from(root);

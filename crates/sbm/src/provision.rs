@@ -140,7 +140,7 @@ impl<F: Flash, P: Protected, R: Rng> Sbm<F, P, R> {
         if self.prot.is_written(Field::OemKeys) || self.prot.is_written(Field::ProductKey) {
             return Err(Status::AlreadyProvisioned);
         }
-        if p256::PublicKey::from_sec1_bytes(mastering).is_err() {
+        if oem_id == 0 || product_id == 0 || p256::PublicKey::from_sec1_bytes(mastering).is_err() {
             return Err(Status::BadRequest);
         }
         let mut ka = Zeroizing::new([0u8; 32]);

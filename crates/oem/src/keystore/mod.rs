@@ -116,13 +116,17 @@ pub trait KeyStore {
     /// A key-agreement handle for the ECDH key `label`.
     fn key_agreement(&self, label: &KeyLabel) -> Result<Box<dyn KeyAgreement>>;
     /// The ECDH private key `label`, wrapped for a device's key-agreement key
-    /// (ECDH-ES + A128KW, product-key context): the only way a product key
-    /// leaves its keystore. Returns the ephemeral point and the wrapped key.
+    /// (ECDH-ES + A128KW, product-key context): one of the two ways a product
+    /// key leaves its keystore (see `export_for_package`). Returns the ephemeral point and the wrapped key.
     fn export_wrapped_for_device(
         &self,
         label: &KeyLabel,
         device_ka: &PublicKey,
     ) -> Result<([u8; 65], [u8; 40])>;
+    /// The ECDH private scalar `label`, for the secret wrapping tool only: it
+    /// goes straight into a package encrypted for one Guardian. A backend
+    /// that cannot export (an HSM) refuses, and the wrap happens inside it.
+    fn export_for_package(&self, label: &KeyLabel) -> Result<Zeroizing<[u8; 32]>>;
 }
 
 impl Signer for crate::crypto::EcdsaKey {

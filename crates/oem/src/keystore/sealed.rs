@@ -263,6 +263,36 @@ impl SealedKeyStore {
         })
     }
 
+    /// Imports a secret received inside a verified package (the Guardian
+    /// keeping a job's keys): an ECDH scalar, or an ECDSA scalar converted to
+    /// PKCS#8. Refuses a taken label.
+    pub fn import_scalar(
+        &mut self,
+        label: &KeyLabel,
+        kind: KeyKind,
+        scalar: &[u8; 32],
+    ) -> Result<PublicKey> {
+        if self.contains(label) {
+            return Err(Error::AlreadyExists {
+                path: key_path(&self.dir, label),
+                what: "key",
+            });
+        }
+        match kind {
+            KeyKind::EcdhP256 => {
+                let key = EcdhKey::from_scalar(scalar)?;
+                self.store(label, kind, key.public_key(), scalar)?;
+                Ok(key.public_key().clone())
+            }
+            KeyKind::EcdsaP256 => {
+                let public = EcdhKey::from_scalar(scalar)?.public_key().clone();
+                let pkcs8 = crate::crypto::ecdsa_pkcs8_from_scalar(scalar, &public)?;
+                self.store(label, kind, &public, &pkcs8)?;
+                Ok(public)
+            }
+        }
+    }
+
     /// Stores an already generated secret (used by `generate`).
     fn store(
         &self,
@@ -357,6 +387,16 @@ impl KeyStore for SealedKeyStore {
             .try_into()
             .map_err(|_| Error::Crypto("product key length"))?;
         crate::crypto::wrap_product_key(device_ka, scalar, &mut SystemEntropy)
+    }
+
+    fn export_for_package(&self, label: &KeyLabel) -> Result<Zeroizing<[u8; 32]>> {
+        let scalar = self.unseal(label, KeyKind::EcdhP256)?;
+        let mut out = Zeroizing::new([0u8; 32]);
+        if scalar.len() != 32 {
+            return Err(Error::Crypto("product key length"));
+        }
+        out.copy_from_slice(&scalar);
+        Ok(out)
     }
 
     fn key_agreement(&self, label: &KeyLabel) -> Result<Box<dyn KeyAgreement>> {
