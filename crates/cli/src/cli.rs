@@ -14,7 +14,8 @@ The chain, and the commands for each step:
   1. Secure development (OEM)   trustchain oem init, trustchain oem product
   2. Secure mastering (OEM)     trustchain master, then check with verify / decrypt / inspect
   3. The device                 trustchain device new / provision / install / boot / update
-  4. Secure production          (programming center: Guardian, wrap, produce - coming)
+  4. Secure production          trustchain wrap (OEM); trustchain guardian init / trust / import / jobs
+                                (programming center; produce and reports are coming)
   5. In the field               (device authentication and updates - coming)
 
 Private keys never leave the sealed keystore in the clear. Commands that need them ask for the \
@@ -91,6 +92,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Secure production, at the OEM: wrap what one Guardian needs to produce devices of a
+    /// product (the OEM Secret Wrapping Tool).
+    ///
+    /// The package carries a per-package issuing CA (certified by the OEM device CA), the OEM
+    /// root and chain, the certificate template, the production count and serial range, the
+    /// allowed device types and UIDs, the product key and the mastered release. It is signed by
+    /// the OEM device CA, names the target Guardian, and is encrypted to that Guardian's
+    /// key-agreement key: only that Guardian can open it.
+    Wrap(WrapArgs),
+    /// Secure production, at the programming center: the Guardian (identity, trusted OEM roots,
+    /// package import, jobs).
+    #[command(subcommand)]
+    Guardian(GuardianCommand),
     /// The device: a simulated MCU with the Secure Boot Manager (create, provision, install,
     /// boot, update), driven through the SBM's connection protocol.
     #[command(subcommand)]
@@ -140,6 +154,91 @@ pub enum OemCommand {
         /// A device certificate template (TOML, see docs/formats.md); a default one otherwise.
         #[arg(long, value_name = "FILE")]
         template: Option<PathBuf>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `trustchain wrap`.
+#[derive(Debug, Args)]
+pub struct WrapArgs {
+    /// The OEM directory.
+    pub oem_dir: PathBuf,
+    /// The product.
+    #[arg(long, value_name = "N")]
+    pub product: trustchain_oem::formats::ProductId,
+    /// The target Guardian's identity certificate (its identity.pem).
+    #[arg(long, value_name = "IDENTITY.pem")]
+    pub guardian: PathBuf,
+    /// How many devices the Guardian may produce with this package.
+    #[arg(long, value_name = "N")]
+    pub count: u64,
+    /// The mastered release to program (update.upk + update.enc).
+    #[arg(long, value_name = "RELEASE_DIR")]
+    pub release: PathBuf,
+    /// The package file to write (must not exist).
+    #[arg(long, value_name = "PACKAGE")]
+    pub out: PathBuf,
+    /// First serial number.
+    #[arg(long, value_name = "N", default_value = "1")]
+    pub serial_start: u64,
+    /// Only devices whose UID is in this inclusive range, e.g. 0000..00ff (hex, equal lengths).
+    #[arg(long, value_name = "A..B")]
+    pub uid_range: Option<String>,
+    /// Only devices of this type. Repeat for several.
+    #[arg(long, value_name = "N")]
+    pub device_type: Vec<u32>,
+    /// When the package expires (RFC 3339); default 30 days from now.
+    #[arg(long, value_name = "RFC3339")]
+    pub expires: Option<String>,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `trustchain guardian ...`.
+#[derive(Debug, Subcommand)]
+pub enum GuardianCommand {
+    /// Create a Guardian in GUARDIAN_DIR: its identity keys (never exported; sealed in its
+    /// keystore) and GUARDIAN_DIR/identity.pem, the certificate OEMs wrap packages for.
+    Init {
+        /// The directory to create.
+        guardian_dir: PathBuf,
+        /// The Guardian's name.
+        #[arg(long)]
+        name: String,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Trust an OEM root: packages signed under it can be imported. Check the fingerprint it
+    /// prints with the OEM over another channel.
+    Trust {
+        /// The Guardian directory.
+        guardian_dir: PathBuf,
+        /// The OEM root certificate.
+        #[arg(value_name = "ROOT.pem")]
+        root: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import a package: it is opened only inside this Guardian, checked (OEM signature and
+    /// chain to a trusted root, target Guardian, expiry, replay), and becomes a job.
+    Import {
+        /// The Guardian directory.
+        guardian_dir: PathBuf,
+        /// The package file.
+        package: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the jobs with their count, issued, failed and remaining devices.
+    Jobs {
+        /// The Guardian directory.
+        guardian_dir: PathBuf,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,

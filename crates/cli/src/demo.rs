@@ -20,6 +20,13 @@ use trustchain_programmer::sim::SimLink;
 use trustchain_sbm::BootOutcome;
 use zeroize::Zeroizing;
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 fn demo_err(e: impl std::fmt::Display) -> Error {
     Error::Usage(format!("demo device: {e}"))
 }
@@ -293,6 +300,55 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
     }
     dev.save().map_err(demo_err)?;
 
+    step(
+        12,
+        "Secure production: a programming center's Guardian; the OEM wraps a job for it alone",
+    );
+    let g_dir = root.join("guardian");
+    let g_init =
+        trustchain_guardian::GuardianDir::init(&g_dir, "Center A", &pass, KdfParams::RECOMMENDED)
+            .map_err(demo_err)?;
+    let guardian = trustchain_guardian::GuardianDir::open(&g_dir).map_err(demo_err)?;
+    println!("    Guardian 'Center A', ID {}...", &g_init.id[..16]);
+    let pkg = root.join("job-thermostat.tcpkg");
+    let w = trustchain_oem::wrap::wrap(
+        &oem,
+        &ks,
+        &trustchain_oem::wrap::WrapRequest {
+            product,
+            guardian: g_dir.join("identity.pem"),
+            count: 3,
+            release: root.join("release-1.1.0"),
+            out: pkg.clone(),
+            serial_start: 1000,
+            uid_range: None,
+            device_types: vec![],
+            expires: unix_now() + 30 * 86_400,
+            operator: operator.into(),
+        },
+    )?;
+    println!(
+        "    package {} for 3 devices (serials {}..={}), {} bytes",
+        w.package_id, w.serials.0, w.serials.1, w.size
+    );
+
+    step(
+        13,
+        "Secure production: the Guardian trusts the OEM root and imports the package as a job",
+    );
+    let fp = guardian
+        .trust_root(&oem_dir.join("root.pem"))
+        .map_err(demo_err)?;
+    println!("    trusted OEM root SHA-256 {}...", &fp[..16]);
+    let mut gks = guardian.unlock(&pass).map_err(demo_err)?;
+    let job = trustchain_guardian::import::import(&guardian, &mut gks, &pkg, unix_now())
+        .map_err(demo_err)?;
+    println!("    job {}: {} devices of product {}, release {}; the issuing CA key and product key are sealed in the Guardian", job.job, job.count, job.product_id, job.release_version);
+    match trustchain_guardian::import::import(&guardian, &mut gks, &pkg, unix_now()) {
+        Err(e) => println!("    importing it again: {e}"),
+        Ok(_) => return Err(Error::Crypto("demo: a replayed package was accepted")),
+    }
+
     println!("\nmade:");
     for rel_path in [
         "oem/root.pem",
@@ -307,6 +363,8 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
         "decrypted.bin",
         "release-1.1.0/",
         "device/flash.bin",
+        "guardian/identity.pem",
+        "job-thermostat.tcpkg",
     ] {
         println!("  {}", root.join(rel_path).display());
     }

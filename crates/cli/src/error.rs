@@ -13,6 +13,9 @@ pub enum CliError {
     /// From the OEM side.
     #[error(transparent)]
     Oem(#[from] trustchain_oem::Error),
+    /// The Guardian.
+    #[error(transparent)]
+    Guardian(#[from] trustchain_guardian::Error),
     /// A simulated device directory.
     #[error(transparent)]
     Device(#[from] DeviceError),
@@ -47,6 +50,7 @@ impl CliError {
     pub fn hint(&self) -> Option<String> {
         match self {
             CliError::Oem(e) => e.hint(),
+            CliError::Guardian(e) => e.hint(),
             CliError::Device(e) => Some(e.hint().to_string()),
             CliError::Link {
                 source: client::Error::Refused(s),

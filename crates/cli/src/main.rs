@@ -9,6 +9,7 @@ mod demo;
 mod device;
 mod error;
 mod passphrase;
+mod production;
 
 use std::process::ExitCode;
 

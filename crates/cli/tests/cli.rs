@@ -607,3 +607,89 @@ fn device_lifecycle_through_the_cli() {
         "does not match the signed digest",
     );
 }
+
+#[test]
+fn wrap_and_guardian_import_through_the_cli() {
+    let env = setup();
+    let img = image(&env, "fw.bin", 4_000);
+    let rel = env.root.join("rel");
+    ok(&tc(&[
+        &"master",
+        &env.oem,
+        &"--product",
+        &"7",
+        &"--version",
+        &"1.0.0",
+        &"--image",
+        &img,
+        &"--out",
+        &rel,
+        &"--load-address",
+        &"0x08000000",
+    ]));
+    let g = env.root.join("guardian");
+    ok(&tc(&[&"guardian", &"init", &g, &"--name", &"Center"]));
+    let pkg = env.root.join("job.tcpkg");
+    let r: serde_json::Value = serde_json::from_str(&ok(&tc(&[
+        &"wrap",
+        &env.oem,
+        &"--product",
+        &"7",
+        &"--guardian",
+        &g.join("identity.pem"),
+        &"--count",
+        &"4",
+        &"--release",
+        &rel,
+        &"--out",
+        &pkg,
+        &"--serial-start",
+        &"100",
+        &"--json",
+    ])))
+    .unwrap();
+    assert_eq!(r["serials"], serde_json::json!([100, 103]));
+    let i: serde_json::Value =
+        serde_json::from_str(&ok(&tc(&[&"inspect", &pkg, &"--json"]))).unwrap();
+    assert!(i["kind"]
+        .as_str()
+        .unwrap()
+        .starts_with("production package"));
+    fails_with(&tc(&[&"guardian", &"import", &g, &pkg]), "not trusted");
+    ok(&tc(&[&"guardian", &"trust", &g, &env.oem.join("root.pem")]));
+    let imp: serde_json::Value =
+        serde_json::from_str(&ok(&tc(&[&"guardian", &"import", &g, &pkg, &"--json"]))).unwrap();
+    assert_eq!(imp["count"], 4);
+    fails_with(&tc(&[&"guardian", &"import", &g, &pkg]), "already imported");
+    let jobs: serde_json::Value =
+        serde_json::from_str(&ok(&tc(&[&"guardian", &"jobs", &g, &"--json"]))).unwrap();
+    assert_eq!(jobs[0]["remaining"], 4);
+    // A package for another Guardian, and an existing output file.
+    let g2 = env.root.join("guardian2");
+    ok(&tc(&[&"guardian", &"init", &g2, &"--name", &"Other"]));
+    fails_with(
+        &tc(&[&"guardian", &"import", &g2, &pkg]),
+        "cannot be opened by this Guardian",
+    );
+    fails_with(
+        &tc(&[
+            &"wrap",
+            &env.oem,
+            &"--product",
+            &"7",
+            &"--guardian",
+            &g.join("identity.pem"),
+            &"--count",
+            &"4",
+            &"--release",
+            &rel,
+            &"--out",
+            &pkg,
+        ]),
+        "already exists",
+    );
+    // The wrap is in the OEM's audit log.
+    assert!(std::fs::read_to_string(env.oem.join("audit.log"))
+        .unwrap()
+        .contains("\"action\":\"wrap\""));
+}

@@ -83,6 +83,24 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
         })?;
         return Ok(describe_upk(&upk, &bytes));
     }
+    if bytes.starts_with(&[0xd8, 0x60]) {
+        let p = trustchain_formats::package::Encrypted::parse(&bytes).map_err(|source| {
+            Error::Format {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        return Ok(Inspection {
+            kind: "production package (COSE_Encrypt to one Guardian) - contents readable only inside that Guardian",
+            details: json!({
+                "recipient_kid": hex::encode(p.kid),
+                "content": "A256GCM",
+                "key_wrap": "ECDH-ES+A256KW",
+                "ciphertext_size": p.ciphertext.len(),
+                "package_sha256": hex::encode(sha256(&bytes)),
+            }),
+        });
+    }
     if bytes.starts_with(b"-----BEGIN CERTIFICATE-----") || bytes.first() == Some(&0x30) {
         if let Ok(cert) = pki::parse_cert(&bytes) {
             return Ok(Inspection {

@@ -1,0 +1,180 @@
+//! `trustchain wrap` and `trustchain guardian ...`.
+use std::path::Path;
+
+use serde_json::json;
+use trustchain_guardian::GuardianDir;
+use trustchain_oem::error::Error;
+use trustchain_oem::keystore::sealed::KdfParams;
+use trustchain_oem::oem::OemDir;
+use trustchain_oem::wrap::{wrap, WrapRequest};
+
+use crate::cli::{GuardianCommand, WrapArgs};
+use crate::error::CliError;
+use crate::passphrase;
+
+fn print(v: serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn parse_uid_range(s: &str) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    let bad = || {
+        Error::Usage(format!(
+            "--uid-range {s}: expected LOW..HIGH in hex, equal lengths, LOW <= HIGH"
+        ))
+    };
+    let (lo, hi) = s.split_once("..").ok_or_else(bad)?;
+    let lo = hex::decode(lo).map_err(|_| bad())?;
+    let hi = hex::decode(hi).map_err(|_| bad())?;
+    if lo.is_empty() || lo.len() != hi.len() || lo.len() > 32 || lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+/// `trustchain wrap`.
+pub fn run_wrap(a: WrapArgs, pass_file: Option<&Path>) -> Result<(), CliError> {
+    let oem = OemDir::open(&a.oem_dir)?;
+    let uid_range = a.uid_range.as_deref().map(parse_uid_range).transpose()?;
+    let expires = match &a.expires {
+        Some(t) => time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| Error::Usage(format!("--expires {t}: not RFC 3339 ({e})")))?
+            .unix_timestamp()
+            .max(0) as u64,
+        None => now() + 30 * 86_400,
+    };
+    if a.out.exists() {
+        return Err(Error::AlreadyExists {
+            path: a.out.clone(),
+            what: "package file",
+        }
+        .into());
+    }
+    let pass = passphrase::obtain(pass_file, false)?;
+    let ks = oem.unlock(&pass)?;
+    let req = WrapRequest {
+        product: a.product,
+        guardian: a.guardian,
+        count: a.count,
+        release: a.release,
+        out: a.out,
+        serial_start: a.serial_start,
+        uid_range,
+        device_types: a.device_type,
+        expires,
+        operator: trustchain_oem::audit::default_operator(),
+    };
+    let r = wrap(&oem, &ks, &req)?;
+    if a.json {
+        print(serde_json::to_value(&r).unwrap_or_default());
+    } else {
+        println!(
+            "wrapped package {} for Guardian {}",
+            r.package_id,
+            &r.guardian[..16]
+        );
+        println!(
+            "  {} devices, serials {}..={}, release {}",
+            r.count, r.serials.0, r.serials.1, r.release_version
+        );
+        println!(
+            "  file {} ({} bytes): only that Guardian can open it",
+            r.out.display(),
+            r.size
+        );
+    }
+    Ok(())
+}
+
+/// `trustchain guardian ...`.
+pub fn run_guardian(cmd: GuardianCommand, pass_file: Option<&Path>) -> Result<(), CliError> {
+    match cmd {
+        GuardianCommand::Init {
+            guardian_dir,
+            name,
+            json,
+        } => {
+            let pass = passphrase::obtain(pass_file, true)?;
+            let r = GuardianDir::init(&guardian_dir, &name, &pass, KdfParams::RECOMMENDED)?;
+            if json {
+                print(serde_json::to_value(&r).unwrap_or_default());
+            } else {
+                println!("created Guardian '{name}' in {}", r.dir.display());
+                println!("  identity certificate for OEMs: {}", r.identity.display());
+                println!(
+                    "  Guardian ID (SHA-256 of the identity certificate): {}",
+                    r.id
+                );
+            }
+        }
+        GuardianCommand::Trust {
+            guardian_dir,
+            root,
+            json,
+        } => {
+            let g = GuardianDir::open(&guardian_dir)?;
+            let fp = g.trust_root(&root)?;
+            if json {
+                print(json!({ "trusted_root_sha256": fp }));
+            } else {
+                println!(
+                    "trusted OEM root {} (SHA-256 {fp}); confirm this fingerprint with the OEM",
+                    root.display()
+                );
+            }
+        }
+        GuardianCommand::Import {
+            guardian_dir,
+            package,
+            json,
+        } => {
+            let g = GuardianDir::open(&guardian_dir)?;
+            let pass = passphrase::obtain(pass_file, false)?;
+            let mut ks = g.unlock(&pass)?;
+            let r = trustchain_guardian::import::import(&g, &mut ks, &package, now())?;
+            if json {
+                print(serde_json::to_value(&r).unwrap_or_default());
+            } else {
+                println!("imported package {} as job {}", r.package_id, r.job);
+                println!(
+                    "  OEM {} product {}: {} devices, release {}",
+                    r.oem_id, r.product_id, r.count, r.release_version
+                );
+            }
+        }
+        GuardianCommand::Jobs { guardian_dir, json } => {
+            let g = GuardianDir::open(&guardian_dir)?;
+            let jobs = g.store()?.jobs()?;
+            if json {
+                print(serde_json::to_value(&jobs).unwrap_or_default());
+            } else if jobs.is_empty() {
+                println!("no jobs; import a package with `trustchain guardian import`");
+            } else {
+                println!(
+                    "{:>5}  {:>10}  {:>8}  {:<20} {:>8} {:>8} {:>8} {:>9}",
+                    "job", "OEM", "product", "name", "count", "issued", "failed", "remaining"
+                );
+                for j in jobs {
+                    println!(
+                        "{:>5}  {:>#10x}  {:>8}  {:<20} {:>8} {:>8} {:>8} {:>9}",
+                        j.id,
+                        j.oem_id,
+                        j.product_id,
+                        j.product_name,
+                        j.count,
+                        j.issued,
+                        j.failed,
+                        j.remaining
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
