@@ -15,7 +15,7 @@ The chain, and the commands for each step:
   2. Secure mastering (OEM)     trustchain master, then check with verify / decrypt / inspect
   3. The device                 trustchain device new / provision / install / boot / update
   4. Secure production          trustchain wrap (OEM); trustchain guardian init / trust / import / jobs
-                                (programming center; produce and reports are coming)
+                                trustchain produce (programming center; signed reports are coming)
   5. In the field               (device authentication and updates - coming)
 
 Private keys never leave the sealed keystore in the clear. Commands that need them ask for the \
@@ -105,6 +105,14 @@ pub enum Command {
     /// package import, jobs).
     #[command(subcommand)]
     Guardian(GuardianCommand),
+    /// Secure production, at the programming center: provision and program devices for a job.
+    ///
+    /// For each device: check its type and UID against the job, have it generate its keys,
+    /// issue its certificate inside the Guardian (one unit of the job's count, recorded before
+    /// it leaves), store the chain and OEM root, deliver the product key wrapped to the device's
+    /// own key, lock it, then program the release through the SBM and check that it boots.
+    /// Creates blank simulated devices under DIR as needed (or takes the blank ones there).
+    Produce(ProduceArgs),
     /// The device: a simulated MCU with the Secure Boot Manager (create, provision, install,
     /// boot, update), driven through the SBM's connection protocol.
     #[command(subcommand)]
@@ -158,6 +166,31 @@ pub enum OemCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `trustchain produce`.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// The Guardian directory.
+    pub guardian_dir: PathBuf,
+    /// The job (see `trustchain guardian jobs`).
+    #[arg(long, value_name = "ID")]
+    pub job: i64,
+    /// Where the devices are.
+    #[arg(long, value_name = "DIR")]
+    pub devices: PathBuf,
+    /// How many devices.
+    #[arg(long, value_name = "N")]
+    pub count: u64,
+    /// Worker threads.
+    #[arg(long, value_name = "T", default_value = "2")]
+    pub threads: usize,
+    /// provision (keys, certificate, lock), program (the release, boot check), or all.
+    #[arg(long, value_name = "STAGE", default_value = "all", value_parser = ["provision", "program", "all"])]
+    pub stage: String,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `trustchain wrap`.

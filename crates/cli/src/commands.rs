@@ -167,6 +167,7 @@ pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
         }
         Command::Device(cmd) => device::run(cmd, pass_file)?,
         Command::Wrap(a) => crate::production::run_wrap(a, pass_file)?,
+        Command::Produce(a) => crate::production::run_produce(a, pass_file)?,
         Command::Guardian(cmd) => crate::production::run_guardian(cmd, pass_file)?,
         Command::Demo { keep } => demo::run(keep.as_deref())?,
     }

@@ -349,6 +349,60 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
         Ok(_) => return Err(Error::Crypto("demo: a replayed package was accepted")),
     }
 
+    step(
+        14,
+        "Secure production: the station provisions and programs 3 devices against the job's count",
+    );
+    let devices = root.join("production");
+    let summary = trustchain_programmer::produce::produce(
+        &guardian,
+        &gks,
+        &trustchain_programmer::produce::Request {
+            job: job.job,
+            devices: devices.clone(),
+            count: 3,
+            threads: 2,
+            stage: trustchain_programmer::produce::Stage::All,
+            now: unix_now(),
+        },
+        &|_, _| {},
+    )
+    .map_err(demo_err)?;
+    println!(
+        "    {} provisioned (keys on the device, certificate from the Guardian, locked), {} programmed and verified at boot, {} remaining",
+        summary.provisioned, summary.programmed, summary.remaining
+    );
+    for d in guardian
+        .store()
+        .map_err(demo_err)?
+        .devices(job.job)
+        .map_err(demo_err)?
+    {
+        println!(
+            "      serial {} UID {} certificate {}... {}",
+            d.serial,
+            d.uid,
+            &d.cert_sha256[..16],
+            d.status
+        );
+    }
+    match trustchain_programmer::produce::produce(
+        &guardian,
+        &gks,
+        &trustchain_programmer::produce::Request {
+            job: job.job,
+            devices,
+            count: 1,
+            threads: 1,
+            stage: trustchain_programmer::produce::Stage::All,
+            now: unix_now(),
+        },
+        &|_, _| {},
+    ) {
+        Err(e) => println!("    a fourth device: {e} (over-production refused)"),
+        Ok(_) => return Err(Error::Crypto("demo: over-production was not refused")),
+    }
+
     println!("\nmade:");
     for rel_path in [
         "oem/root.pem",
@@ -365,6 +419,7 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
         "device/flash.bin",
         "guardian/identity.pem",
         "job-thermostat.tcpkg",
+        "production/",
     ] {
         println!("  {}", root.join(rel_path).display());
     }

@@ -178,3 +178,92 @@ pub fn run_guardian(cmd: GuardianCommand, pass_file: Option<&Path>) -> Result<()
     }
     Ok(())
 }
+
+/// `trustchain produce`.
+pub fn run_produce(a: crate::cli::ProduceArgs, pass_file: Option<&Path>) -> Result<(), CliError> {
+    let crate::cli::ProduceArgs {
+        guardian_dir,
+        job,
+        devices,
+        count,
+        threads,
+        stage,
+        json,
+    } = a;
+    let (guardian_dir, devices, stage) =
+        (guardian_dir.as_path(), devices.as_path(), stage.as_str());
+    use std::io::IsTerminal;
+    use trustchain_programmer::produce::{produce, Request, Stage};
+    let g = GuardianDir::open(guardian_dir)?;
+    let stage = match stage {
+        "provision" => Stage::Provision,
+        "program" => Stage::Program,
+        _ => Stage::All,
+    };
+    if count == 0 {
+        return Err(Error::Usage("--count must be at least 1".into()).into());
+    }
+    let pass = passphrase::obtain(pass_file, false)?;
+    let ks = g.unlock(&pass)?;
+    let bar = (std::io::stderr().is_terminal() && !json).then(|| {
+        let b = indicatif::ProgressBar::new(count);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "producing {bar:40} {pos}/{len} devices {per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let progress = |done: u64, total: u64| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    };
+    let req = Request {
+        job,
+        devices: devices.to_path_buf(),
+        count,
+        threads,
+        stage,
+        now: now(),
+    };
+    let s = produce(&g, &ks, &req, &progress).map_err(|e| match e {
+        trustchain_programmer::produce::StartError::Guardian(g) => CliError::Guardian(g),
+        other => CliError::Oem(Error::Usage(other.to_string())),
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if json {
+        print(serde_json::to_value(&s).unwrap_or_default());
+    } else {
+        println!(
+            "job {job}: {} provisioned, {} programmed, {} failed; {} remaining in the job",
+            s.provisioned,
+            s.programmed,
+            s.failed.len(),
+            s.remaining
+        );
+        for f in &s.failed {
+            println!(
+                "  failed: {} (serial {}): {}",
+                f.device.display(),
+                f.serial.map(|v| v.to_string()).unwrap_or("-".into()),
+                f.reason
+            );
+        }
+    }
+    if s.not_covered > 0 {
+        return Err(Error::Usage(format!(
+            "{} of the {} devices asked for could not be produced: the job has no count left",
+            s.not_covered, s.requested
+        ))
+        .into());
+    }
+    if !s.failed.is_empty() {
+        return Err(Error::Usage(format!("{} device(s) failed; see above (a failure after its certificate was issued is recorded as failed in the job)", s.failed.len())).into());
+    }
+    Ok(())
+}

@@ -693,3 +693,101 @@ fn wrap_and_guardian_import_through_the_cli() {
         .unwrap()
         .contains("\"action\":\"wrap\""));
 }
+
+#[test]
+fn produce_through_the_cli() {
+    let env = setup();
+    let img = image(&env, "fw.bin", 3_000);
+    let rel = env.root.join("rel");
+    ok(&tc(&[
+        &"master",
+        &env.oem,
+        &"--product",
+        &"7",
+        &"--version",
+        &"1.0.0",
+        &"--image",
+        &img,
+        &"--out",
+        &rel,
+        &"--load-address",
+        &"0x08000000",
+    ]));
+    let g = env.root.join("g");
+    ok(&tc(&[&"guardian", &"init", &g, &"--name", &"Center"]));
+    ok(&tc(&[&"guardian", &"trust", &g, &env.oem.join("root.pem")]));
+    let pkg = env.root.join("job.tcpkg");
+    ok(&tc(&[
+        &"wrap",
+        &env.oem,
+        &"--product",
+        &"7",
+        &"--guardian",
+        &g.join("identity.pem"),
+        &"--count",
+        &"3",
+        &"--release",
+        &rel,
+        &"--out",
+        &pkg,
+    ]));
+    ok(&tc(&[&"guardian", &"import", &g, &pkg]));
+    let devs = env.root.join("devices");
+    let s: serde_json::Value = serde_json::from_str(&ok(&tc(&[
+        &"produce",
+        &g,
+        &"--job",
+        &"1",
+        &"--devices",
+        &devs,
+        &"--count",
+        &"2",
+        &"--json",
+    ])))
+    .unwrap();
+    assert_eq!(
+        (
+            s["provisioned"].as_u64(),
+            s["programmed"].as_u64(),
+            s["remaining"].as_u64()
+        ),
+        (Some(2), Some(2), Some(1))
+    );
+    // More than remain: the rest is produced and the command says how many could not be.
+    fails_with(
+        &tc(&[
+            &"produce",
+            &g,
+            &"--job",
+            &"1",
+            &"--devices",
+            &devs,
+            &"--count",
+            &"3",
+        ]),
+        "2 of the 3 devices",
+    );
+    // None remain: refused before any device is touched.
+    let before = std::fs::read_dir(&devs).unwrap().count();
+    fails_with(
+        &tc(&[
+            &"produce",
+            &g,
+            &"--job",
+            &"1",
+            &"--devices",
+            &devs,
+            &"--count",
+            &"1",
+        ]),
+        "no devices left",
+    );
+    assert_eq!(std::fs::read_dir(&devs).unwrap().count(), before);
+    // A produced device boots its release.
+    let first = std::fs::read_dir(&devs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    assert!(ok(&tc(&[&"device", &"boot", &first])).contains("1.0.0"));
+}

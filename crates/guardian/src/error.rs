@@ -64,6 +64,30 @@ pub enum Error {
     /// No such job.
     #[error("job {0} does not exist")]
     NoSuchJob(i64),
+    /// A device the job does not allow.
+    #[error("device UID {uid} type {device_type} is not allowed by job {job}")]
+    DeviceNotAllowed {
+        /// UID (hex).
+        uid: String,
+        /// Type.
+        device_type: u32,
+        /// Job.
+        job: i64,
+    },
+    /// A UID already has a certificate in this job (a clone?).
+    #[error("device UID {uid} already has a certificate in job {job}")]
+    DuplicateUid {
+        /// UID (hex).
+        uid: String,
+        /// Job.
+        job: i64,
+    },
+    /// The job's count is used up.
+    #[error("job {0} has no devices left to produce")]
+    JobExhausted(i64),
+    /// The job expired.
+    #[error("job {0} has expired")]
+    JobExpired(i64),
 }
 
 impl Error {
@@ -81,6 +105,9 @@ impl Error {
             Error::PackageRefused { .. } => "ask the OEM for a new package; nothing was imported".into(),
             Error::NotAGuardian { .. } => "pass the directory made by `trustchain guardian init`".into(),
             Error::NoSuchJob(_) => "list jobs with `trustchain guardian jobs GUARDIAN_DIR`".into(),
+            Error::JobExhausted(_) | Error::JobExpired(_) => "ask the OEM for a new package".into(),
+            Error::DeviceNotAllowed { .. } => "use devices of the types and UID range the OEM allowed for this job".into(),
+            Error::DuplicateUid { .. } => "a UID is certified once per job; investigate the part (clone?)".into(),
             Error::Db { .. } => return None,
         })
     }

@@ -18,6 +18,7 @@
 pub mod dir;
 pub mod error;
 pub mod import;
+pub mod issue;
 pub mod store;
 
 pub use dir::GuardianDir;

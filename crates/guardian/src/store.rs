@@ -42,6 +42,19 @@ CREATE TABLE IF NOT EXISTS jobs (
     imported        TEXT NOT NULL,
     CHECK (issued + failed <= count)
 );
+CREATE TABLE IF NOT EXISTS devices (
+    job          INTEGER NOT NULL REFERENCES jobs(id),
+    serial       INTEGER NOT NULL,
+    uid          BLOB NOT NULL,
+    device_type  INTEGER NOT NULL,
+    cert_sha256  BLOB NOT NULL,
+    cert         BLOB NOT NULL,
+    status       TEXT NOT NULL CHECK (status IN ('issued', 'failed')),
+    reason       TEXT,
+    time         TEXT NOT NULL,
+    PRIMARY KEY (job, serial),
+    UNIQUE (job, uid)
+);
 ";
 
 /// The database.
@@ -73,6 +86,55 @@ pub struct JobSummary {
     pub remaining: u64,
     /// Expiry (Unix seconds).
     pub expires: u64,
+}
+
+/// Everything about a job but its secrets.
+#[derive(Debug, Clone)]
+#[allow(missing_docs)]
+pub struct JobRecord {
+    pub id: i64,
+    pub oem_id: u32,
+    pub product_id: u32,
+    pub oem_name: String,
+    pub product_name: String,
+    pub count: u64,
+    pub issued: u64,
+    pub failed: u64,
+    pub serial_start: u64,
+    pub expires: u64,
+    pub device_types: Vec<u32>,
+    pub uid_range: Option<(Vec<u8>, Vec<u8>)>,
+    pub template: String,
+    pub issuing_ca_cert: Vec<u8>,
+    pub device_ca_cert: Vec<u8>,
+    pub root_cert: Vec<u8>,
+    pub mastering_cert: Vec<u8>,
+    pub release_upk: Vec<u8>,
+    pub release_enc: Vec<u8>,
+}
+
+impl JobRecord {
+    /// What may still be produced.
+    pub fn remaining(&self) -> u64 {
+        self.count.saturating_sub(self.issued + self.failed)
+    }
+}
+
+/// A device a job issued a certificate to.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// Serial number.
+    pub serial: u64,
+    /// UID (hex).
+    pub uid: String,
+    /// Device type.
+    pub device_type: u32,
+    /// SHA-256 of its certificate (hex).
+    pub cert_sha256: String,
+    /// `issued` or `failed`.
+    pub status: String,
+    /// Why it failed.
+    pub reason: Option<String>,
 }
 
 /// A new job, from a verified package.
@@ -227,6 +289,151 @@ impl Store {
         seal(id)?;
         tx.commit().map_err(err)?;
         Ok(id)
+    }
+
+    /// One job's full record.
+    pub fn job(&self, id: i64) -> Result<JobRecord> {
+        self.conn
+            .query_row(
+                "SELECT id, oem_id, product_id, oem_name, product_name, count, issued, failed, serial_start, expires,
+                        device_types, uid_low, uid_high, template, issuing_ca_cert, device_ca_cert, root_cert,
+                        mastering_cert, release_upk, release_enc FROM jobs WHERE id = ?1",
+                params![id],
+                |r| {
+                    let types: String = r.get(10)?;
+                    Ok(JobRecord {
+                        id: r.get(0)?,
+                        oem_id: r.get(1)?,
+                        product_id: r.get(2)?,
+                        oem_name: r.get(3)?,
+                        product_name: r.get(4)?,
+                        count: r.get::<_, i64>(5)? as u64,
+                        issued: r.get::<_, i64>(6)? as u64,
+                        failed: r.get::<_, i64>(7)? as u64,
+                        serial_start: r.get::<_, i64>(8)? as u64,
+                        expires: r.get::<_, i64>(9)? as u64,
+                        device_types: serde_json::from_str(&types).unwrap_or_default(),
+                        uid_range: match (r.get::<_, Option<Vec<u8>>>(11)?, r.get::<_, Option<Vec<u8>>>(12)?) {
+                            (Some(lo), Some(hi)) => Some((lo, hi)),
+                            _ => None,
+                        },
+                        template: r.get(13)?,
+                        issuing_ca_cert: r.get(14)?,
+                        device_ca_cert: r.get(15)?,
+                        root_cert: r.get(16)?,
+                        mastering_cert: r.get(17)?,
+                        release_upk: r.get(18)?,
+                        release_enc: r.get(19)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.db_err())?
+            .ok_or(Error::NoSuchJob(id))
+    }
+
+    /// Consumes one unit of `job`'s count for a certificate made by `sign`
+    /// (given the serial), and records it, in one transaction: the
+    /// certificate is durable before it is returned, and the count can never
+    /// be exceeded, by threads or processes. `None` when the job is used up.
+    pub fn issue(
+        &mut self,
+        job: i64,
+        uid: &[u8],
+        device_type: u32,
+        sign: impl FnOnce(u64) -> Result<Vec<u8>>,
+    ) -> Result<Option<(u64, Vec<u8>)>> {
+        let path = self.path.clone();
+        let err = |source| Error::Db {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let row: Option<(i64, i64, i64, i64)> = tx
+            .query_row(
+                "SELECT count, issued, failed, serial_start FROM jobs WHERE id = ?1",
+                params![job],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(err)?;
+        let (count, issued, failed, serial_start) = row.ok_or(Error::NoSuchJob(job))?;
+        if issued + failed >= count {
+            return Ok(None);
+        }
+        let serial = (serial_start + issued + failed) as u64;
+        let cert = sign(serial)?;
+        let fp = trustchain_oem::crypto::sha256(&cert);
+        tx.execute(
+            "INSERT INTO devices (job, serial, uid, device_type, cert_sha256, cert, status, time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'issued', ?7)",
+            params![job, serial as i64, uid, device_type, &fp[..], &cert, trustchain_oem::audit::now_rfc3339()],
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                Error::DuplicateUid { uid: hex::encode(uid), job }
+            }
+            other => Error::Db { path: path.clone(), source: other },
+        })?;
+        tx.execute(
+            "UPDATE jobs SET issued = issued + 1 WHERE id = ?1",
+            params![job],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(Some((serial, cert)))
+    }
+
+    /// Records that the device with `serial` failed after its certificate
+    /// was issued (it still counts against the job, as failed).
+    pub fn mark_failed(&mut self, job: i64, serial: u64, reason: &str) -> Result<()> {
+        let path = self.path.clone();
+        let err = |source| Error::Db {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let n = tx
+            .execute(
+                "UPDATE devices SET status = 'failed', reason = ?3 WHERE job = ?1 AND serial = ?2 AND status = 'issued'",
+                params![job, serial as i64, reason],
+            )
+            .map_err(err)?;
+        if n == 1 {
+            tx.execute(
+                "UPDATE jobs SET issued = issued - 1, failed = failed + 1 WHERE id = ?1",
+                params![job],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// The devices of a job, by serial.
+    pub fn devices(&self, job: i64) -> Result<Vec<DeviceRecord>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT serial, uid, device_type, cert_sha256, status, reason FROM devices WHERE job = ?1 ORDER BY serial")
+            .map_err(self.db_err())?;
+        let rows = st
+            .query_map(params![job], |r| {
+                Ok(DeviceRecord {
+                    serial: r.get::<_, i64>(0)? as u64,
+                    uid: hex::encode(r.get::<_, Vec<u8>>(1)?),
+                    device_type: r.get(2)?,
+                    cert_sha256: hex::encode(r.get::<_, Vec<u8>>(3)?),
+                    status: r.get(4)?,
+                    reason: r.get(5)?,
+                })
+            })
+            .map_err(self.db_err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.db_err())
     }
 
     /// Every job.

@@ -6,5 +6,6 @@
 
 pub mod client;
 pub mod lab;
+pub mod produce;
 pub mod serial;
 pub mod sim;

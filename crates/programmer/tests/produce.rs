@@ -1,0 +1,182 @@
+//! Production at the programming center: a wrapped job imported into a
+//! Guardian, devices provisioned and programmed against its count, which no
+//! number of threads can exceed.
+mod common;
+
+use common::*;
+use trustchain_guardian::GuardianDir;
+use trustchain_oem::wrap::{wrap, WrapRequest};
+use trustchain_programmer::client::Programmer;
+use trustchain_programmer::produce::{produce, Request, Stage};
+use trustchain_programmer::sim::SimLink;
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn job(
+    o: &Oem,
+    count: u64,
+) -> (
+    GuardianDir,
+    trustchain_oem::keystore::sealed::SealedKeyStore,
+    i64,
+) {
+    let rel = release(o, "rel", "1.0.0", 6_000, 1);
+    let gdir = o.dir.path().join("guardian");
+    GuardianDir::init(&gdir, "Center", &pass(), FAST).unwrap();
+    let g = GuardianDir::open(&gdir).unwrap();
+    g.trust_root(&o.oem.path().join("root.pem")).unwrap();
+    let pkg = o.dir.path().join("job.tcpkg");
+    let req = WrapRequest {
+        product: trustchain_formats::ProductId::new(7).unwrap(),
+        guardian: gdir.join("identity.pem"),
+        count,
+        release: rel,
+        out: pkg.clone(),
+        serial_start: 100,
+        uid_range: None,
+        device_types: vec![],
+        expires: now() + 3600,
+        operator: "t".into(),
+    };
+    wrap(&o.oem, &o.ks, &req).unwrap();
+    let mut gks = g.unlock(&pass()).unwrap();
+    let r = trustchain_guardian::import::import(&g, &mut gks, &pkg, now()).unwrap();
+    (g, gks, r.job)
+}
+
+#[test]
+fn produce_against_the_count() {
+    let o = oem();
+    let (g, gks, id) = job(&o, 5);
+    let devices = o.dir.path().join("devices");
+    let req = |count, stage| Request {
+        job: id,
+        devices: devices.clone(),
+        count,
+        threads: 2,
+        stage,
+        now: now(),
+    };
+    let s = produce(&g, &gks, &req(3, Stage::All), &|_, _| {}).unwrap();
+    assert_eq!(
+        (
+            s.provisioned,
+            s.programmed,
+            s.failed.len(),
+            s.remaining,
+            s.not_covered
+        ),
+        (3, 3, 0, 2, 0)
+    );
+    // Asking for 4 more: only 2 remain.
+    let s = produce(&g, &gks, &req(4, Stage::All), &|_, _| {}).unwrap();
+    assert_eq!((s.provisioned, s.remaining, s.not_covered), (2, 0, 2));
+    // None remain: refused before any device is touched.
+    let before = std::fs::read_dir(&devices).unwrap().count();
+    assert!(matches!(
+        produce(&g, &gks, &req(1, Stage::All), &|_, _| {}),
+        Err(trustchain_programmer::produce::StartError::Guardian(
+            trustchain_guardian::Error::JobExhausted(_)
+        ))
+    ));
+    assert_eq!(
+        std::fs::read_dir(&devices).unwrap().count(),
+        before,
+        "no device was created or touched"
+    );
+    // Five certificates, five serials, all recorded, all distinct UIDs.
+    let recs = g.store().unwrap().devices(id).unwrap();
+    assert_eq!(
+        recs.iter().map(|r| r.serial).collect::<Vec<_>>(),
+        vec![100, 101, 102, 103, 104]
+    );
+    assert!(recs.iter().all(|r| r.status == "issued"));
+    // A produced device runs the release and its chain validates on another device.
+    let mut a = trustchain_device_sim::SimDevice::open(devices.join("dev-00001")).unwrap();
+    let mut b = trustchain_device_sim::SimDevice::open(devices.join("dev-00002")).unwrap();
+    let (chain_b, _) = Programmer::new(SimLink::new(&mut b).unwrap())
+        .cert_chain()
+        .unwrap();
+    assert_eq!(chain_b.len(), 3, "device, issuing CA, device CA");
+    let mut pa = Programmer::new(SimLink::new(&mut a).unwrap());
+    assert_eq!(pa.info().unwrap().lifecycle, 3);
+    assert_eq!(pa.info().unwrap().installed.unwrap().version, [1, 0, 0]);
+    pa.validate_peer_chain(&chain_b, now()).unwrap();
+}
+
+#[test]
+fn threads_never_exceed_the_count_and_stages_separate() {
+    let o = oem();
+    let (g, gks, id) = job(&o, 4);
+    let devices = o.dir.path().join("devices");
+    // Provision only, with more threads than devices left.
+    let s = produce(
+        &g,
+        &gks,
+        &Request {
+            job: id,
+            devices: devices.clone(),
+            count: 10,
+            threads: 6,
+            stage: Stage::Provision,
+            now: now(),
+        },
+        &|_, _| {},
+    )
+    .unwrap();
+    assert_eq!((s.provisioned, s.programmed, s.not_covered), (4, 0, 6));
+    let jobs = g.store().unwrap().jobs().unwrap();
+    assert_eq!((jobs[0].issued, jobs[0].remaining), (4, 0));
+    // Program later, as a separate step.
+    let s = produce(
+        &g,
+        &gks,
+        &Request {
+            job: id,
+            devices: devices.clone(),
+            count: 4,
+            threads: 2,
+            stage: Stage::Program,
+            now: now(),
+        },
+        &|_, _| {},
+    )
+    .unwrap();
+    assert_eq!(s.programmed, 4);
+    // Two producers at once on a fresh job: the total is the count exactly.
+    let o2 = oem();
+    let (g2, gks2, id2) = job(&o2, 5);
+    let d2 = o2.dir.path().join("devices");
+    std::thread::scope(|s| {
+        for k in 0..2 {
+            let (g2, gks2, d2) = (&g2, &gks2, d2.join(format!("line-{k}")));
+            s.spawn(move || {
+                let _ = produce(
+                    g2,
+                    gks2,
+                    &Request {
+                        job: id2,
+                        devices: d2,
+                        count: 5,
+                        threads: 3,
+                        stage: Stage::Provision,
+                        now: now(),
+                    },
+                    &|_, _| {},
+                );
+            });
+        }
+    });
+    let jobs = g2.store().unwrap().jobs().unwrap();
+    assert_eq!(
+        jobs[0].issued + jobs[0].failed,
+        5,
+        "the count holds across concurrent producers"
+    );
+    assert_eq!(g2.store().unwrap().devices(id2).unwrap().len(), 5);
+}
