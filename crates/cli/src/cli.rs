@@ -113,6 +113,21 @@ pub enum Command {
     /// own key, lock it, then program the release through the SBM and check that it boots.
     /// Creates blank simulated devices under DIR as needed (or takes the blank ones there).
     Produce(ProduceArgs),
+    /// Secure production, at the programming center: the Guardian signs a report of a job for
+    /// the OEM (one record per certified device, and the job's hash-chained log).
+    Report {
+        /// The Guardian directory.
+        guardian_dir: PathBuf,
+        /// The job.
+        #[arg(long, value_name = "ID")]
+        job: i64,
+        /// The report file to write (must not exist).
+        #[arg(long, value_name = "REPORT")]
+        out: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// The device: a simulated MCU with the Secure Boot Manager (create, provision, install,
     /// boot, update), driven through the SBM's connection protocol.
     #[command(subcommand)]
@@ -162,6 +177,18 @@ pub enum OemCommand {
         /// A device certificate template (TOML, see docs/formats.md); a default one otherwise.
         #[arg(long, value_name = "FILE")]
         template: Option<PathBuf>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a Guardian's signed report against what the OEM wrapped: signature and Guardian,
+    /// issued <= count, every certificate accounted for and issued by the package's CA, no
+    /// duplicate serial or UID, the log chain intact. Exits non-zero on any anomaly.
+    Reconcile {
+        /// The OEM directory.
+        oem_dir: PathBuf,
+        /// The report file.
+        report: PathBuf,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,

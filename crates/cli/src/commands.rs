@@ -168,6 +168,38 @@ pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
         Command::Device(cmd) => device::run(cmd, pass_file)?,
         Command::Wrap(a) => crate::production::run_wrap(a, pass_file)?,
         Command::Produce(a) => crate::production::run_produce(a, pass_file)?,
+        Command::Report {
+            guardian_dir,
+            job,
+            out,
+            json,
+        } => crate::production::run_report(&guardian_dir, job, &out, json, pass_file)?,
+        Command::Oem(OemCommand::Reconcile {
+            oem_dir,
+            report,
+            json,
+        }) => {
+            let oem = OemDir::open(&oem_dir)?;
+            let r = trustchain_oem::reconcile::reconcile(&oem, &report)?;
+            if json {
+                print_json(&serde_json::to_value(&r).unwrap_or_default());
+            } else {
+                println!("report of job {} (package {}): {} issued, {} failed, of {} allowed; {} device records", r.job, r.package_id, r.issued, r.failed, r.count, r.devices);
+                for a in &r.anomalies {
+                    println!("  ANOMALY: {a}");
+                }
+                if r.anomalies.is_empty() {
+                    println!("  reconciled: signature, counts, certificates, serials, UIDs and log chain all check out");
+                }
+            }
+            if !r.anomalies.is_empty() {
+                return Err(Error::NotReconciled {
+                    path: report,
+                    count: r.anomalies.len(),
+                }
+                .into());
+            }
+        }
         Command::Guardian(cmd) => crate::production::run_guardian(cmd, pass_file)?,
         Command::Demo { keep } => demo::run(keep.as_deref())?,
     }

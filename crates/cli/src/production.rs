@@ -267,3 +267,33 @@ pub fn run_produce(a: crate::cli::ProduceArgs, pass_file: Option<&Path>) -> Resu
     }
     Ok(())
 }
+
+/// `trustchain report`.
+pub fn run_report(
+    guardian_dir: &Path,
+    job: i64,
+    out: &Path,
+    json: bool,
+    pass_file: Option<&Path>,
+) -> Result<(), CliError> {
+    let g = GuardianDir::open(guardian_dir)?;
+    let pass = passphrase::obtain(pass_file, false)?;
+    let ks = g.unlock(&pass)?;
+    let r = trustchain_guardian::report::write_report(&g, &ks, job, out)?;
+    if json {
+        print(serde_json::to_value(&r).unwrap_or_default());
+    } else {
+        println!(
+            "signed report of job {job}: {} devices, {} log entries, log head {}...",
+            r.devices,
+            r.log_entries,
+            &r.log_head[..16]
+        );
+        println!(
+            "  {} (send it to the OEM: trustchain oem reconcile OEM_DIR {})",
+            out.display(),
+            out.display()
+        );
+    }
+    Ok(())
+}

@@ -31,6 +31,7 @@ mod error;
 pub mod frame;
 pub mod ids;
 pub mod package;
+pub mod report;
 pub mod stream;
 pub mod upk;
 

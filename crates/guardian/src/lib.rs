@@ -19,6 +19,7 @@ pub mod dir;
 pub mod error;
 pub mod import;
 pub mod issue;
+pub mod report;
 pub mod store;
 
 pub use dir::GuardianDir;

@@ -55,7 +55,57 @@ CREATE TABLE IF NOT EXISTS devices (
     PRIMARY KEY (job, serial),
     UNIQUE (job, uid)
 );
+CREATE TABLE IF NOT EXISTS log (
+    job    INTEGER NOT NULL REFERENCES jobs(id),
+    n      INTEGER NOT NULL,
+    entry  BLOB NOT NULL,
+    hash   BLOB NOT NULL,
+    PRIMARY KEY (job, n)
+);
 ";
+
+/// Appends to a job's hash-chained log inside the caller's transaction:
+/// `H_0 = SHA-256(package ID)`, `H_n = SHA-256(H_{n-1} || entry_n)`.
+fn append_log(
+    tx: &rusqlite::Transaction<'_>,
+    job: i64,
+    action: &str,
+    serial: Option<u64>,
+    cert_sha256: Option<&[u8; 32]>,
+) -> rusqlite::Result<()> {
+    let last: Option<(i64, Vec<u8>)> = tx
+        .query_row(
+            "SELECT n, hash FROM log WHERE job = ?1 ORDER BY n DESC LIMIT 1",
+            params![job],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (n, prev) = match last {
+        Some((n, h)) => (n + 1, h),
+        None => {
+            let pid: Vec<u8> = tx.query_row(
+                "SELECT package_id FROM jobs WHERE id = ?1",
+                params![job],
+                |r| r.get(0),
+            )?;
+            (1, trustchain_oem::crypto::sha256(&pid).to_vec())
+        }
+    };
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let entry =
+        trustchain_formats::report::encode_log_entry(n as u64, action, serial, cert_sha256, time);
+    let mut h = prev;
+    h.extend_from_slice(&entry);
+    let hash = trustchain_oem::crypto::sha256(&h);
+    tx.execute(
+        "INSERT INTO log (job, n, entry, hash) VALUES (?1, ?2, ?3, ?4)",
+        params![job, n, entry, &hash[..]],
+    )?;
+    Ok(())
+}
 
 /// The database.
 pub struct Store {
@@ -286,6 +336,7 @@ impl Store {
             params![&job.package_id[..], id, now],
         )
         .map_err(err)?;
+        append_log(&tx, id, "import", None, None).map_err(err)?;
         seal(id)?;
         tx.commit().map_err(err)?;
         Ok(id)
@@ -382,6 +433,7 @@ impl Store {
             params![job],
         )
         .map_err(err)?;
+        append_log(&tx, job, "issue", Some(serial), Some(&fp)).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(Some((serial, cert)))
     }
@@ -410,8 +462,70 @@ impl Store {
                 params![job],
             )
             .map_err(err)?;
+            append_log(&tx, job, "fail", Some(serial), None).map_err(err)?;
         }
         tx.commit().map_err(err)
+    }
+
+    /// A job's devices with their certificates, and its log (entries, head).
+    #[allow(clippy::type_complexity)]
+    pub fn report_data(
+        &self,
+        job: i64,
+    ) -> Result<(
+        Vec<(u64, Vec<u8>, u32, bool, Vec<u8>)>,
+        Vec<Vec<u8>>,
+        [u8; 32],
+    )> {
+        let mut st = self
+            .conn
+            .prepare("SELECT serial, uid, device_type, status, cert FROM devices WHERE job = ?1 ORDER BY serial")
+            .map_err(self.db_err())?;
+        let devices = st
+            .query_map(params![job], |r| {
+                let status: String = r.get(3)?;
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get(1)?,
+                    r.get(2)?,
+                    status == "failed",
+                    r.get(4)?,
+                ))
+            })
+            .map_err(self.db_err())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.db_err())?;
+        let mut st = self
+            .conn
+            .prepare("SELECT entry, hash FROM log WHERE job = ?1 ORDER BY n")
+            .map_err(self.db_err())?;
+        let rows = st
+            .query_map(params![job], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(self.db_err())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.db_err())?;
+        let head = rows
+            .last()
+            .and_then(|(_, h)| <[u8; 32]>::try_from(&h[..]).ok())
+            .unwrap_or([0; 32]);
+        Ok((devices, rows.into_iter().map(|(e, _)| e).collect(), head))
+    }
+
+    /// The package ID of a job.
+    pub fn package_id(&self, job: i64) -> Result<[u8; 16]> {
+        let v: Vec<u8> = self
+            .conn
+            .query_row(
+                "SELECT package_id FROM jobs WHERE id = ?1",
+                params![job],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.db_err())?
+            .ok_or(Error::NoSuchJob(job))?;
+        v.try_into().map_err(|_| Error::NoSuchJob(job))
     }
 
     /// The devices of a job, by serial.

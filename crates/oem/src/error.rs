@@ -177,6 +177,14 @@ pub enum Error {
         /// What was seen.
         problem: String,
     },
+    /// A production report does not reconcile.
+    #[error("{path}: the report does not reconcile: {count} anomalies")]
+    NotReconciled {
+        /// The report.
+        path: PathBuf,
+        /// How many anomalies.
+        count: usize,
+    },
     /// A cryptographic operation of the library failed unexpectedly.
     #[error("cryptographic operation failed: {0}")]
     Crypto(&'static str),
@@ -228,6 +236,9 @@ impl Error {
             }
             Error::NotARecipient { .. } => {
                 "decrypt with the OEM directory that mastered this release".to_string()
+            }
+            Error::NotReconciled { .. } => {
+                "treat devices not accounted for as untrusted; investigate with the programming center (the anomalies are listed above)".to_string()
             }
             Error::AuditChain { .. } => {
                 "the audit log was edited; restore it from a backup and investigate".to_string()

@@ -23,6 +23,7 @@ pub mod master;
 pub mod oem;
 pub mod pki;
 pub mod product;
+pub mod reconcile;
 pub mod release;
 pub mod template;
 pub mod wrap;

@@ -278,6 +278,16 @@ pub fn wrap(oem: &OemDir, keystore: &dyn KeyStore, req: &WrapRequest) -> Result<
     let signed = Zeroizing::new(encode_sign1(Some(&dca_der), &payload, &signature));
     let sealed = seal_for(&guardian.kem_key, &signed, &mut entropy)?;
     crate::fsutil::write_new(&req.out, &sealed, "package file")?;
+    // Kept for reconciliation: which issuing CA this package's devices chain to.
+    let kept = oem.path().join("packages");
+    if !kept.is_dir() {
+        std::fs::create_dir(&kept).at(&kept)?;
+    }
+    crate::fsutil::write_new(
+        &kept.join(format!("{}.issuing-ca.pem", hex::encode(package_id))),
+        issuing.pem().as_bytes(),
+        "issuing CA record",
+    )?;
     oem.audit().append(
         &req.operator,
         crate::audit::Event::Wrap {

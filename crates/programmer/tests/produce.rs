@@ -180,3 +180,55 @@ fn threads_never_exceed_the_count_and_stages_separate() {
     );
     assert_eq!(g2.store().unwrap().devices(id2).unwrap().len(), 5);
 }
+
+#[test]
+fn the_signed_report_reconciles_at_the_oem_and_tampering_shows() {
+    let o = oem();
+    let (g, gks, id) = job(&o, 3);
+    let devices = o.dir.path().join("devices");
+    produce(
+        &g,
+        &gks,
+        &Request {
+            job: id,
+            devices,
+            count: 3,
+            threads: 2,
+            stage: Stage::Provision,
+            now: now(),
+        },
+        &|_, _| {},
+    )
+    .unwrap();
+    let rep = o.dir.path().join("report");
+    let s = trustchain_guardian::report::write_report(&g, &gks, id, &rep).unwrap();
+    assert_eq!((s.devices, s.log_entries), (3, 4));
+    let r = trustchain_oem::reconcile::reconcile(&o.oem, &rep).unwrap();
+    assert!(r.anomalies.is_empty(), "{:?}", r.anomalies);
+    assert_eq!((r.issued, r.count), (3, 3));
+    // Any changed byte of the report: the signature fails (or it no longer parses).
+    let bytes = std::fs::read(&rep).unwrap();
+    let bad = o.dir.path().join("bad-report");
+    let mut b = bytes.clone();
+    b[bytes.len() / 2] ^= 1;
+    std::fs::write(&bad, b).unwrap();
+    assert!(trustchain_oem::reconcile::reconcile(&o.oem, &bad).is_err());
+    // An insider deletes a log entry at the Guardian: the chain no longer reaches the head.
+    assert!(delete_log_entry(g.path().join("guardian.db")));
+    let rep2 = o.dir.path().join("report2");
+    trustchain_guardian::report::write_report(&g, &gks, id, &rep2).unwrap();
+    let r = trustchain_oem::reconcile::reconcile(&o.oem, &rep2).unwrap();
+    assert!(
+        r.anomalies.iter().any(|a| a.contains("hash chain")),
+        "{:?}",
+        r.anomalies
+    );
+}
+
+/// Deletes log entry 2 of job 1 directly in the database, as an insider could.
+fn delete_log_entry(db: std::path::PathBuf) -> bool {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.execute("DELETE FROM log WHERE job = 1 AND n = 2", [])
+        .unwrap()
+        == 1
+}
