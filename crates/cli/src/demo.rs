@@ -364,6 +364,7 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
             threads: 2,
             stage: trustchain_programmer::produce::Stage::All,
             now: unix_now(),
+            transcript: None,
         },
         &|_, _| {},
     )
@@ -396,6 +397,7 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
             threads: 1,
             stage: trustchain_programmer::produce::Stage::All,
             now: unix_now(),
+            transcript: None,
         },
         &|_, _| {},
     ) {

@@ -228,6 +228,7 @@ pub fn run_produce(a: crate::cli::ProduceArgs, pass_file: Option<&Path>) -> Resu
         threads,
         stage,
         now: now(),
+        transcript: None,
     };
     let s = produce(&g, &ks, &req, &progress).map_err(|e| match e {
         trustchain_programmer::produce::StartError::Guardian(g) => CliError::Guardian(g),

@@ -13,6 +13,35 @@ pub trait Transport {
     fn exchange(&mut self, request: &[u8]) -> Result<Vec<u8>, Error>;
 }
 
+/// A transport that records every frame in both directions (requests and
+/// responses, as sent), for audits of what the programmer side sees.
+pub struct Recording<T: Transport> {
+    inner: T,
+    sink: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl<T: Transport> Recording<T> {
+    /// Records `inner`'s traffic into `sink`.
+    pub fn new(inner: T, sink: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> Self {
+        Self { inner, sink }
+    }
+    /// The wrapped transport.
+    pub fn inner_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+}
+
+impl<T: Transport> Transport for Recording<T> {
+    fn exchange(&mut self, request: &[u8]) -> Result<Vec<u8>, Error> {
+        let response = self.inner.exchange(request)?;
+        if let Ok(mut s) = self.sink.lock() {
+            s.extend_from_slice(request);
+            s.extend_from_slice(&response);
+        }
+        Ok(response)
+    }
+}
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -22,7 +22,7 @@ use trustchain_oem::crypto::PublicKey;
 use trustchain_oem::keystore::sealed::SealedKeyStore;
 use trustchain_sbm::BootOutcome;
 
-use crate::client::{lifecycle_name, Programmer};
+use crate::client::{lifecycle_name, Programmer, Recording};
 use crate::sim::SimLink;
 
 /// Which steps to run.
@@ -51,6 +51,9 @@ pub struct Request {
     pub stage: Stage,
     /// Now (Unix seconds).
     pub now: u64,
+    /// If set, every frame exchanged with every device is appended here
+    /// (an audit transcript of what the programmer side sees).
+    pub transcript: Option<std::sync::Arc<Mutex<Vec<u8>>>>,
 }
 
 /// One device that failed.
@@ -272,7 +275,11 @@ fn one_device(
     let mut dev = SimDevice::open(path).map_err(|e| (None, e.to_string()))?;
     let mut serial = None;
     let result = (|| -> Result<(bool, bool), String> {
-        let mut prog = Programmer::new(SimLink::new(&mut dev).map_err(|e| e.to_string())?);
+        let sink = req.transcript.clone().unwrap_or_default();
+        let mut prog = Programmer::new(Recording::new(
+            SimLink::new(&mut dev).map_err(|e| e.to_string())?,
+            sink,
+        ));
         let info = prog.info().map_err(|e| e.to_string())?;
         let mut provisioned = false;
         if req.stage != Stage::Program {
@@ -332,7 +339,7 @@ fn one_device(
                 &mut |_, _| {},
             )
             .map_err(|e| e.to_string())?;
-            match prog.transport_mut().boot() {
+            match prog.transport_mut().inner_mut().boot() {
                 BootOutcome::Run(_) => programmed = true,
                 BootOutcome::Recovery(s) => {
                     return Err(format!("boot check failed: {}", s.describe()))

@@ -61,6 +61,7 @@ fn produce_against_the_count() {
         threads: 2,
         stage,
         now: now(),
+        transcript: None,
     };
     let s = produce(&g, &gks, &req(3, Stage::All), &|_, _| {}).unwrap();
     assert_eq!(
@@ -125,6 +126,7 @@ fn threads_never_exceed_the_count_and_stages_separate() {
             threads: 6,
             stage: Stage::Provision,
             now: now(),
+            transcript: None,
         },
         &|_, _| {},
     )
@@ -143,6 +145,7 @@ fn threads_never_exceed_the_count_and_stages_separate() {
             threads: 2,
             stage: Stage::Program,
             now: now(),
+            transcript: None,
         },
         &|_, _| {},
     )
@@ -166,6 +169,7 @@ fn threads_never_exceed_the_count_and_stages_separate() {
                         threads: 3,
                         stage: Stage::Provision,
                         now: now(),
+                        transcript: None,
                     },
                     &|_, _| {},
                 );
@@ -196,6 +200,7 @@ fn the_signed_report_reconciles_at_the_oem_and_tampering_shows() {
             threads: 2,
             stage: Stage::Provision,
             now: now(),
+            transcript: None,
         },
         &|_, _| {},
     )
