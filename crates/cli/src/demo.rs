@@ -405,6 +405,29 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
         Ok(_) => return Err(Error::Crypto("demo: over-production was not refused")),
     }
 
+    step(
+        15,
+        "Reconciliation: the Guardian signs a report; the OEM checks it against what it wrapped",
+    );
+    let report = root.join("report-job1.tcrep");
+    let rs = trustchain_guardian::report::write_report(&guardian, &gks, job.job, &report)
+        .map_err(demo_err)?;
+    println!(
+        "    report: {} devices, {} log entries, signed by the Guardian",
+        rs.devices, rs.log_entries
+    );
+    let rec = trustchain_oem::reconcile::reconcile(&oem, &report)?;
+    if !rec.anomalies.is_empty() {
+        return Err(demo_err(format!(
+            "reconciliation anomalies: {:?}",
+            rec.anomalies
+        )));
+    }
+    println!(
+        "    reconciled at the OEM: {} issued of {} allowed; signature, certificates, serials, UIDs and log chain check out",
+        rec.issued, rec.count
+    );
+
     println!("\nmade:");
     for rel_path in [
         "oem/root.pem",
@@ -422,6 +445,7 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
         "guardian/identity.pem",
         "job-thermostat.tcpkg",
         "production/",
+        "report-job1.tcrep",
     ] {
         println!("  {}", root.join(rel_path).display());
     }

@@ -85,6 +85,14 @@ pub fn import(
     let not_ours = || Error::NotForThisGuardian {
         path: package_path.to_path_buf(),
     };
+    if std::fs::metadata(package_path)
+        .is_ok_and(|md| md.len() > package::limits::MAX_PACKAGE_LEN as u64)
+    {
+        return Err(refuse(format!(
+            "larger than {} bytes",
+            package::limits::MAX_PACKAGE_LEN
+        )));
+    }
     let bytes = std::fs::read(package_path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => trustchain_oem::Error::NotFound {
             path: package_path.to_path_buf(),
@@ -160,6 +168,15 @@ pub fn import(
             "the certificates do not carry the package's OEM ID".into(),
         ));
     }
+    if pki::parse_cert(m.issuing_ca_cert)
+        .ok()
+        .and_then(|c| pki::cert_product_id(&c))
+        != Some(m.product_id)
+    {
+        return Err(refuse(
+            "the issuing CA certificate is not for the package's product".into(),
+        ));
+    }
     pki::verify_issued_by(m.issuing_ca_cert, signer_der)
         .map_err(|p| refuse(format!("issuing CA certificate: {p}")))?;
     let issuing = pki::parse_cert(m.issuing_ca_cert).map_err(refuse)?;
@@ -180,6 +197,23 @@ pub fn import(
     }
     if sha256(m.release_enc) != upk.manifest.ciphertext_digest.0 {
         return Err(refuse("the release image does not match its UPK".into()));
+    }
+    // The release is signed by the package's mastering certificate.
+    if upk.sign1.x5chain != Some(m.mastering_cert) {
+        return Err(refuse(
+            "the release UPK is not signed by the package's mastering certificate".into(),
+        ));
+    }
+    let mastering = pki::parse_cert(m.mastering_cert)
+        .ok()
+        .and_then(|c| pki::cert_public_key(&c))
+        .ok_or_else(|| refuse("mastering key is not P-256".into()))?;
+    let mut utbs = Vec::new();
+    sig_structure(upk.sign1.protected, upk.sign1.payload, |b| {
+        utbs.extend_from_slice(b)
+    });
+    if !verify_es256(&mastering.0, &utbs, upk.sign1.signature) {
+        return Err(refuse("the release UPK signature does not verify".into()));
     }
     trustchain_oem::template::Template::parse(m.template)
         .map_err(|p| refuse(format!("template: {p}")))?;

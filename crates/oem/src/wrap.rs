@@ -196,6 +196,19 @@ pub fn wrap(oem: &OemDir, keystore: &dyn KeyStore, req: &WrapRequest) -> Result<
             package::limits::MAX_COUNT
         )));
     }
+    if req.device_types.len() as u64 > package::limits::MAX_DEVICE_TYPES {
+        return Err(Error::Usage(format!(
+            "at most {} --device-type values",
+            package::limits::MAX_DEVICE_TYPES
+        )));
+    }
+    if let Some((lo, hi)) = &req.uid_range {
+        if lo.is_empty() || lo.len() != hi.len() || lo.len() > 32 || lo > hi {
+            return Err(Error::Usage(
+                "--uid-range: LOW..HIGH, equal lengths of 1 to 32 bytes, LOW <= HIGH".into(),
+            ));
+        }
+    }
     if req.serial_start.checked_add(req.count).is_none() {
         return Err(Error::Usage("--serial-start + --count overflows".into()));
     }
