@@ -219,35 +219,46 @@ pub fn produce(
     let programmed = AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
     let mastering = issuer.mastering_key()?;
+    // One database connection per worker, opened before any device is touched.
+    let stores = (0..req.threads.max(1))
+        .map(|_| g.store())
+        .collect::<Result<Vec<_>, _>>()?;
     std::thread::scope(|s| {
-        for _ in 0..req.threads.max(1) {
-            s.spawn(|| {
-                let Ok(mut store) = g.store() else { return };
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(path) = devices.get(i as usize) else {
-                        break;
-                    };
-                    match one_device(path, &issuer, &mut store, req, &mastering) {
-                        Ok((p, q)) => {
-                            provisioned.fetch_add(p as u64, Ordering::SeqCst);
-                            programmed.fetch_add(q as u64, Ordering::SeqCst);
+        for mut store in stores {
+            let (next, done, provisioned, programmed, failures, devices, issuer, mastering) = (
+                &next,
+                &done,
+                &provisioned,
+                &programmed,
+                &failures,
+                &devices,
+                &issuer,
+                &mastering,
+            );
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(path) = devices.get(i as usize) else {
+                    break;
+                };
+                match one_device(path, issuer, &mut store, req, mastering) {
+                    Ok((p, q)) => {
+                        provisioned.fetch_add(p as u64, Ordering::SeqCst);
+                        programmed.fetch_add(q as u64, Ordering::SeqCst);
+                    }
+                    Err((serial, reason)) => {
+                        if let Some(serial) = serial {
+                            let _ = store.mark_failed(req.job, serial, &reason);
                         }
-                        Err((serial, reason)) => {
-                            if let Some(serial) = serial {
-                                let _ = store.mark_failed(req.job, serial, &reason);
-                            }
-                            if let Ok(mut f) = failures.lock() {
-                                f.push(Failure {
-                                    device: path.clone(),
-                                    serial,
-                                    reason,
-                                });
-                            }
+                        if let Ok(mut f) = failures.lock() {
+                            f.push(Failure {
+                                device: path.clone(),
+                                serial,
+                                reason,
+                            });
                         }
                     }
-                    progress(done.fetch_add(1, Ordering::SeqCst) + 1, total);
                 }
+                progress(done.fetch_add(1, Ordering::SeqCst) + 1, total);
             });
         }
     });

@@ -3,6 +3,7 @@
 //! backend (an HSM) fits behind the same trait. Callers get [`Signer`]s and
 //! [`KeyAgreement`]s, never key bytes.
 pub mod passphrase;
+pub mod pkcs11;
 pub mod sealed;
 
 use std::fmt;
