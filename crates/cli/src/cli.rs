@@ -295,6 +295,15 @@ pub enum GuardianCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Verify the Guardian's audit log: the hash chain of every action and the signatures of its
+    /// checkpoints.
+    Log {
+        /// The Guardian directory.
+        guardian_dir: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the jobs with their count, issued, failed and remaining devices.
     Jobs {
         /// The Guardian directory.

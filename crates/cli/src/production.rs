@@ -148,6 +148,27 @@ pub fn run_guardian(cmd: GuardianCommand, pass_file: Option<&Path>) -> Result<()
                 );
             }
         }
+        GuardianCommand::Log { guardian_dir, json } => {
+            let g = GuardianDir::open(&guardian_dir)?;
+            match g.verify_audit()? {
+                Ok((entries, checkpoints)) => {
+                    if json {
+                        print(
+                            json!({ "intact": true, "entries": entries, "checkpoints": checkpoints }),
+                        );
+                    } else {
+                        println!("audit log intact: {entries} entries, {checkpoints} signed checkpoints verify");
+                    }
+                }
+                Err(problem) => {
+                    return Err(trustchain_guardian::Error::AuditBroken {
+                        path: guardian_dir.join("guardian.db"),
+                        problem,
+                    }
+                    .into());
+                }
+            }
+        }
         GuardianCommand::Jobs { guardian_dir, json } => {
             let g = GuardianDir::open(&guardian_dir)?;
             let jobs = g.store()?.jobs()?;

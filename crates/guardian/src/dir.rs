@@ -208,8 +208,31 @@ impl GuardianDir {
         let dst = self.path.join("trusted-roots").join(format!("{fp}.pem"));
         if !dst.exists() {
             fsutil::write_new(&dst, pki::to_pem(&der).as_bytes(), "trusted root")?;
+            self.store()?.audit(
+                "trust_root",
+                &format!("OEM {} root {fp}", info.oem_id.unwrap_or(0)),
+            )?;
         }
         Ok(fp)
+    }
+
+    /// Signs a checkpoint of the audit log with the Guardian signing key.
+    pub fn checkpoint(&self, ks: &SealedKeyStore) -> Result<(i64, [u8; 32])> {
+        let signer = ks.signer(&sign_label())?;
+        self.store()?.checkpoint(|m| Ok(signer.sign(m)?))
+    }
+
+    /// Verifies the audit log's chain and checkpoint signatures (with the
+    /// Guardian's signing certificate). Returns (entries, checkpoints).
+    pub fn verify_audit(&self) -> Result<std::result::Result<(u64, u64), String>> {
+        let id = self.identity()?;
+        let key = pki::parse_cert(&id.signing_cert)
+            .ok()
+            .and_then(|c| pki::cert_public_key(&c));
+        self.store()?.verify_audit(|m, s| {
+            key.as_ref()
+                .is_some_and(|k| trustchain_oem::crypto::verify_es256(&k.0, m, s))
+        })
     }
 
     /// The trusted root with this fingerprint, if trusted.

@@ -61,6 +61,14 @@ pub enum Error {
         /// The root's fingerprint.
         root: String,
     },
+    /// The audit log does not verify.
+    #[error("{path}: the audit log does not verify: {problem}")]
+    AuditBroken {
+        /// The database.
+        path: PathBuf,
+        /// The first problem.
+        problem: String,
+    },
     /// No such job.
     #[error("job {0} does not exist")]
     NoSuchJob(i64),
@@ -108,6 +116,7 @@ impl Error {
             Error::JobExhausted(_) | Error::JobExpired(_) => "ask the OEM for a new package".into(),
             Error::DeviceNotAllowed { .. } => "use devices of the types and UID range the OEM allowed for this job".into(),
             Error::DuplicateUid { .. } => "a UID is certified once per job; investigate the part (clone?)".into(),
+            Error::AuditBroken { .. } => "the Guardian's records were altered; stop production and investigate".into(),
             Error::Db { .. } => return None,
         })
     }

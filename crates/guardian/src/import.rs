@@ -249,6 +249,7 @@ pub fn import(
         }
         Ok(())
     })?;
+    g.checkpoint(ks)?;
     Ok(ImportReport {
         job: id,
         package_id: hex::encode(m.package_id),

@@ -91,6 +91,16 @@ pub fn write_report(
         &signature,
     );
     trustchain_oem::fsutil::write_new(out, &signed, "report file")?;
+    let mut store = store;
+    store.audit(
+        "report",
+        &format!(
+            "job {job} {} devices sha256 {}",
+            devices.len(),
+            hex::encode(sha256(&signed))
+        ),
+    )?;
+    g.checkpoint(ks)?;
     Ok(ReportSummary {
         job,
         devices: devices.len(),

@@ -55,6 +55,16 @@ CREATE TABLE IF NOT EXISTS devices (
     PRIMARY KEY (job, serial),
     UNIQUE (job, uid)
 );
+CREATE TABLE IF NOT EXISTS audit (
+    seq     INTEGER PRIMARY KEY,
+    entry   BLOB NOT NULL,
+    hash    BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    seq        INTEGER PRIMARY KEY REFERENCES audit(seq),
+    head       BLOB NOT NULL,
+    signature  BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS log (
     job    INTEGER NOT NULL REFERENCES jobs(id),
     n      INTEGER NOT NULL,
@@ -63,6 +73,56 @@ CREATE TABLE IF NOT EXISTS log (
     PRIMARY KEY (job, n)
 );
 ";
+
+/// The Guardian-wide audit log: every action, chained. Entry = CBOR
+/// `[seq, action, detail, time]`; `H_0` = 32 zero bytes, `H_n` =
+/// SHA-256(`H_{n-1}` || entry). Checkpoints sign (seq, head) with the
+/// Guardian's signing key.
+fn append_audit(
+    tx: &rusqlite::Transaction<'_>,
+    action: &str,
+    detail: &str,
+) -> rusqlite::Result<()> {
+    let last: Option<(i64, Vec<u8>)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (seq, prev) = match last {
+        Some((n, h)) => (n + 1, h),
+        None => (1, vec![0u8; 32]),
+    };
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut e = minicbor::Encoder::new(Vec::new());
+    let _ = e
+        .array(4)
+        .and_then(|e| e.i64(seq))
+        .and_then(|e| e.str(action))
+        .and_then(|e| e.str(detail))
+        .and_then(|e| e.u64(time));
+    let entry = e.into_writer();
+    let mut h = prev;
+    h.extend_from_slice(&entry);
+    let hash = trustchain_oem::crypto::sha256(&h);
+    tx.execute(
+        "INSERT INTO audit (seq, entry, hash) VALUES (?1, ?2, ?3)",
+        params![seq, entry, &hash[..]],
+    )?;
+    Ok(())
+}
+
+/// The message a checkpoint signature covers.
+pub fn checkpoint_message(seq: i64, head: &[u8]) -> Vec<u8> {
+    let mut m = b"trustchain guardian checkpoint v1\0".to_vec();
+    m.extend_from_slice(&(seq as u64).to_be_bytes());
+    m.extend_from_slice(head);
+    m
+}
 
 /// Appends to a job's hash-chained log inside the caller's transaction:
 /// `H_0 = SHA-256(package ID)`, `H_n = SHA-256(H_{n-1} || entry_n)`.
@@ -95,6 +155,11 @@ fn append_log(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    let detail = format!(
+        "job {job}{}",
+        serial.map(|s| format!(" serial {s}")).unwrap_or_default()
+    );
+    append_audit(tx, action, &detail)?;
     let entry =
         trustchain_formats::report::encode_log_entry(n as u64, action, serial, cert_sha256, time);
     let mut h = prev;
@@ -511,6 +576,126 @@ impl Store {
             .and_then(|(_, h)| <[u8; 32]>::try_from(&h[..]).ok())
             .unwrap_or([0; 32]);
         Ok((devices, rows.into_iter().map(|(e, _)| e).collect(), head))
+    }
+
+    /// Records an action outside a job (trusting a root, writing a report).
+    pub fn audit(&mut self, action: &str, detail: &str) -> Result<()> {
+        let path = self.path.clone();
+        let err = |source| Error::Db {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        append_audit(&tx, action, detail).map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Signs the current head of the audit log with `sign` and stores the
+    /// checkpoint. Returns (seq, head).
+    pub fn checkpoint(
+        &mut self,
+        sign: impl FnOnce(&[u8]) -> Result<[u8; 64]>,
+    ) -> Result<(i64, [u8; 32])> {
+        let path = self.path.clone();
+        let err = |source| Error::Db {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let (seq, head): (i64, Vec<u8>) = tx
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(err)?
+            .unwrap_or((0, vec![0u8; 32]));
+        let head: [u8; 32] = head.try_into().unwrap_or([0; 32]);
+        if seq == 0 {
+            return Ok((0, head));
+        }
+        let sig = sign(&checkpoint_message(seq, &head))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO checkpoints (seq, head, signature) VALUES (?1, ?2, ?3)",
+            params![seq, &head[..], &sig[..]],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok((seq, head))
+    }
+
+    /// Verifies the audit chain and every checkpoint signature against
+    /// `verify(message, signature)`. Returns (entries, checkpoints), or the
+    /// first problem.
+    pub fn verify_audit(
+        &self,
+        verify: impl Fn(&[u8], &[u8; 64]) -> bool,
+    ) -> Result<std::result::Result<(u64, u64), String>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT seq, entry, hash FROM audit ORDER BY seq")
+            .map_err(self.db_err())?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .map_err(self.db_err())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.db_err())?;
+        let mut prev = vec![0u8; 32];
+        let mut heads = std::collections::BTreeMap::new();
+        for (i, (seq, entry, hash)) in rows.iter().enumerate() {
+            if *seq != i as i64 + 1 {
+                return Ok(Err(format!("audit entry {seq} out of sequence")));
+            }
+            let mut h = prev.clone();
+            h.extend_from_slice(entry);
+            let want = trustchain_oem::crypto::sha256(&h);
+            if want[..] != hash[..] {
+                return Ok(Err(format!("audit chain broken at entry {seq}")));
+            }
+            heads.insert(*seq, want);
+            prev = want.to_vec();
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT seq, head, signature FROM checkpoints ORDER BY seq")
+            .map_err(self.db_err())?;
+        let cps = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .map_err(self.db_err())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.db_err())?;
+        for (seq, head, sig) in &cps {
+            let Some(h) = heads.get(seq) else {
+                return Ok(Err(format!("checkpoint {seq} names an entry that is gone")));
+            };
+            let sig: Option<&[u8; 64]> = sig.as_slice().try_into().ok();
+            if h[..] != head[..] || !sig.is_some_and(|s| verify(&checkpoint_message(*seq, head), s))
+            {
+                return Ok(Err(format!(
+                    "checkpoint {seq} does not match the log or its signature"
+                )));
+            }
+        }
+        Ok(Ok((rows.len() as u64, cps.len() as u64)))
     }
 
     /// The package ID of a job.

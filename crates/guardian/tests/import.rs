@@ -235,3 +235,26 @@ fn a_package_re_encrypted_to_another_guardian_is_refused_there() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn every_guardian_action_is_in_the_signed_audit_log() {
+    let w = world();
+    let (g, mut ks) = guardian(&w.tmp.path().join("g"));
+    g.trust_root(&w.oem.path().join("root.pem")).unwrap();
+    let pkg = wrap_for(&w, &g.path().join("identity.pem"), "p.tcpkg", 2);
+    import(&g, &mut ks, &pkg, now()).unwrap();
+    let (entries, checkpoints) = g.verify_audit().unwrap().unwrap();
+    assert!(
+        entries >= 2 && checkpoints >= 1,
+        "{entries} entries, {checkpoints} checkpoints"
+    );
+    // An insider edits an entry: the chain breaks.
+    let c = rusqlite::Connection::open(g.path().join("guardian.db")).unwrap();
+    c.execute("UPDATE audit SET entry = X'00' WHERE seq = 1", [])
+        .unwrap();
+    assert!(g
+        .verify_audit()
+        .unwrap()
+        .unwrap_err()
+        .contains("chain broken at entry 1"));
+}

@@ -263,6 +263,7 @@ pub fn produce(
         }
     });
     let remaining_after = g.store()?.job(req.job)?.remaining();
+    g.checkpoint(ks)?;
     let mut failed = failures.into_inner().unwrap_or_default();
     failed.sort_by(|a, b| a.device.cmp(&b.device));
     Ok(Summary {
