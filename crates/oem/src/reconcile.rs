@@ -57,15 +57,18 @@ pub fn reconcile(oem: &OemDir, report_path: &Path) -> Result<Reconciliation> {
                 count,
                 serial_start,
                 product,
+                issuing_ca_sha256,
                 ..
-            } if package_id == pid => Some((guardian, count, serial_start, product)),
+            } if package_id == pid => {
+                Some((guardian, count, serial_start, product, issuing_ca_sha256))
+            }
             _ => None,
         })
         .ok_or_else(|| Error::ReleaseMismatch {
             path: report_path.to_path_buf(),
             problem: format!("package {pid} was not wrapped by this OEM"),
         })?;
-    let (guardian_id, count, serial_start, product) = wrapped;
+    let (guardian_id, count, serial_start, product, issuing_sha) = wrapped;
     let mut anomalies = vec![];
     // Signature by the Guardian the package was wrapped for.
     if hex::encode(sha256(r.kem_cert)) != guardian_id {
@@ -89,17 +92,17 @@ pub fn reconcile(oem: &OemDir, report_path: &Path) -> Result<Reconciliation> {
     if b.count != count || b.product_id.get() != product || b.oem_id != oem.oem_id() {
         anomalies.push(format!("the report's job (count {}, product {}) is not the wrapped one (count {count}, product {product})", b.count, b.product_id));
     }
-    if b.issued + b.failed > count {
+    let certified = b.issued.saturating_add(b.failed);
+    if certified > count {
         anomalies.push(format!(
             "over-production: {} issued + {} failed > count {count}",
             b.issued, b.failed
         ));
     }
-    if b.device_count() != b.issued + b.failed {
+    if b.device_count() != certified {
         anomalies.push(format!(
-            "{} device records for {} certificates",
-            b.device_count(),
-            b.issued + b.failed
+            "{} device records for {certified} certificates",
+            b.device_count()
         ));
     }
     // Every certificate: issued by this package's CA, serial in range, unique.
@@ -109,9 +112,10 @@ pub fn reconcile(oem: &OemDir, report_path: &Path) -> Result<Reconciliation> {
             .join(format!("{pid}.issuing-ca.pem")),
     )
     .ok()
-    .and_then(|p| pki::cert_der(&p).ok());
+    .and_then(|p| pki::cert_der(&p).ok())
+    .filter(|der| hex::encode(sha256(der)) == issuing_sha);
     if issuing.is_none() {
-        anomalies.push("the package's issuing CA record is missing from OEM_DIR/packages".into());
+        anomalies.push("the package's issuing CA record in OEM_DIR/packages is missing or does not match the wrap record".into());
     }
     let (mut serials, mut uids, mut certs) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     let (mut issued, mut failed) = (0, 0);
@@ -161,14 +165,20 @@ pub fn reconcile(oem: &OemDir, report_path: &Path) -> Result<Reconciliation> {
                 e.n
             ));
         }
-        expected_n = e.n + 1;
+        expected_n = e.n.saturating_add(1);
         let mut buf = h.to_vec();
         buf.extend_from_slice(e.raw);
         h = sha256(&buf);
-        if e.action == "issue" {
-            if let (Some(s), Some(c)) = (e.serial, e.cert_sha256) {
+        match (e.action, e.serial, e.cert_sha256) {
+            ("issue", Some(s), Some(c)) => {
                 logged.insert((s, *c));
             }
+            ("issue", _, _) => anomalies.push(format!(
+                "log entry {}: an issue without serial or certificate",
+                e.n
+            )),
+            ("import" | "fail", _, _) => {}
+            (other, _, _) => anomalies.push(format!("log entry {}: unknown action '{other}'", e.n)),
         }
     }
     if &h != b.log_head {
