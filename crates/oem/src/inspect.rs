@@ -77,6 +77,25 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
         problem,
     };
     if bytes.first() == Some(&0xd2) {
+        if let Ok(r) = trustchain_formats::report::Report::parse(&bytes) {
+            let b = &r.body;
+            return Ok(Inspection {
+                kind: "production report (COSE_Sign1 by a Guardian) - signature NOT verified, use `trustchain oem reconcile`",
+                details: json!({
+                    "package_id": hex::encode(b.package_id),
+                    "job": b.job,
+                    "oem_id": b.oem_id.get(),
+                    "product_id": b.product_id.get(),
+                    "count": b.count,
+                    "issued": b.issued,
+                    "failed": b.failed,
+                    "device_records": b.device_count(),
+                    "log_head": hex::encode(b.log_head),
+                    "guardian_id": hex::encode(sha256(r.kem_cert)),
+                    "created": b.created,
+                }),
+            });
+        }
         let upk = Upk::parse(&bytes).map_err(|source| Error::Format {
             path: path.to_path_buf(),
             source,
