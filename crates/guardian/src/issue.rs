@@ -104,6 +104,59 @@ impl<'a> JobIssuer<'a> {
         made.ok_or(Error::JobExhausted(id))
     }
 
+    /// Group commit of [`JobIssuer::issue`] for several devices (uid, type,
+    /// identity): one transaction, one fsync, every certificate recorded
+    /// before any is returned.
+    pub fn issue_batch(
+        &self,
+        store: &mut Store,
+        devices: &[(&[u8], u32, &PublicKey)],
+        now: u64,
+    ) -> Result<Vec<crate::store::Issued>> {
+        let id = self.job.id;
+        if now >= self.job.expires {
+            return Err(Error::JobExpired(id));
+        }
+        let oem = OemId::new(self.job.oem_id).ok_or(trustchain_oem::Error::Crypto("OEM ID"))?;
+        let product = ProductId::new(self.job.product_id)
+            .ok_or(trustchain_oem::Error::Crypto("product ID"))?;
+        let allowed: Vec<bool> = devices
+            .iter()
+            .map(|(uid, ty, _)| self.allows(uid, *ty))
+            .collect();
+        let ids: Vec<(&[u8], u32)> = devices.iter().map(|(u, t, _)| (*u, *t)).collect();
+        store.issue_batch(id, &ids, |serial, i| {
+            let (uid, device_type, identity) = devices[i];
+            if !allowed[i] {
+                return Err(Error::DeviceNotAllowed {
+                    uid: hex::encode(uid),
+                    device_type,
+                    job: id,
+                });
+            }
+            let vars: BTreeMap<&str, String> = [
+                ("serial", format!("{serial:08}")),
+                ("uid", hex::encode(uid)),
+                ("oem_id", oem.to_string()),
+                ("product_id", product.to_string()),
+                ("oem_name", self.job.oem_name.clone()),
+                ("product_name", self.job.product_name.clone()),
+            ]
+            .into_iter()
+            .collect();
+            pki::issue_device_cert(
+                &self.template,
+                &vars,
+                identity,
+                oem,
+                product,
+                &self.issuer,
+                self.signer.as_ref(),
+            )
+            .map_err(|e| trustchain_oem::Error::Usage(format!("device certificate: {e}")).into())
+        })
+    }
+
     /// The product key wrapped to a device's key-agreement key.
     pub fn wrapped_product_key(&self, device_ka: &PublicKey) -> Result<([u8; 65], [u8; 40])> {
         let (_, product_label) = job_labels(self.job.id);

@@ -84,11 +84,8 @@ fn append_audit(
     detail: &str,
 ) -> rusqlite::Result<()> {
     let last: Option<(i64, Vec<u8>)> = tx
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (seq, prev) = match last {
         Some((n, h)) => (n + 1, h),
@@ -109,10 +106,8 @@ fn append_audit(
     let mut h = prev;
     h.extend_from_slice(&entry);
     let hash = trustchain_oem::crypto::sha256(&h);
-    tx.execute(
-        "INSERT INTO audit (seq, entry, hash) VALUES (?1, ?2, ?3)",
-        params![seq, entry, &hash[..]],
-    )?;
+    tx.prepare_cached("INSERT INTO audit (seq, entry, hash) VALUES (?1, ?2, ?3)")?
+        .execute(params![seq, entry, &hash[..]])?;
     Ok(())
 }
 
@@ -134,20 +129,15 @@ fn append_log(
     cert_sha256: Option<&[u8; 32]>,
 ) -> rusqlite::Result<()> {
     let last: Option<(i64, Vec<u8>)> = tx
-        .query_row(
-            "SELECT n, hash FROM log WHERE job = ?1 ORDER BY n DESC LIMIT 1",
-            params![job],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT n, hash FROM log WHERE job = ?1 ORDER BY n DESC LIMIT 1")?
+        .query_row(params![job], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (n, prev) = match last {
         Some((n, h)) => (n + 1, h),
         None => {
-            let pid: Vec<u8> = tx.query_row(
-                "SELECT package_id FROM jobs WHERE id = ?1",
-                params![job],
-                |r| r.get(0),
-            )?;
+            let pid: Vec<u8> = tx
+                .prepare_cached("SELECT package_id FROM jobs WHERE id = ?1")?
+                .query_row(params![job], |r| r.get(0))?;
             (1, trustchain_oem::crypto::sha256(&pid).to_vec())
         }
     };
@@ -165,10 +155,8 @@ fn append_log(
     let mut h = prev;
     h.extend_from_slice(&entry);
     let hash = trustchain_oem::crypto::sha256(&h);
-    tx.execute(
-        "INSERT INTO log (job, n, entry, hash) VALUES (?1, ?2, ?3, ?4)",
-        params![job, n, entry, &hash[..]],
-    )?;
+    tx.prepare_cached("INSERT INTO log (job, n, entry, hash) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![job, n, entry, &hash[..]])?;
     Ok(())
 }
 
@@ -202,6 +190,9 @@ pub struct JobSummary {
     /// Expiry (Unix seconds).
     pub expires: u64,
 }
+
+/// One device's outcome in a group commit: (serial, certificate DER) or why not.
+pub type Issued = Result<(u64, Vec<u8>)>;
 
 /// Everything about a job but its secrets.
 #[derive(Debug, Clone)]
@@ -459,6 +450,29 @@ impl Store {
         device_type: u32,
         sign: impl FnOnce(u64) -> Result<Vec<u8>>,
     ) -> Result<Option<(u64, Vec<u8>)>> {
+        let mut sign = Some(sign);
+        let mut out =
+            self.issue_batch(job, &[(uid, device_type)], |serial, _| match sign.take() {
+                Some(f) => f(serial),
+                None => Err(Error::NoSuchJob(job)),
+            })?;
+        match out.pop() {
+            Some(Ok(made)) => Ok(Some(made)),
+            Some(Err(Error::JobExhausted(_))) | None => Ok(None),
+            Some(Err(e)) => Err(e),
+        }
+    }
+
+    /// Group commit: issues certificates for several devices in one
+    /// transaction (one fsync), each consuming one unit of the count and
+    /// recorded (device row, job log, audit log) before any is returned.
+    /// Per device: the certificate, or why not (used up, duplicate UID).
+    pub fn issue_batch(
+        &mut self,
+        job: i64,
+        devices: &[(&[u8], u32)],
+        mut sign: impl FnMut(u64, usize) -> Result<Vec<u8>>,
+    ) -> Result<Vec<Issued>> {
         let path = self.path.clone();
         let err = |source| Error::Db {
             path: path.clone(),
@@ -469,38 +483,60 @@ impl Store {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err)?;
         let row: Option<(i64, i64, i64, i64)> = tx
-            .query_row(
-                "SELECT count, issued, failed, serial_start FROM jobs WHERE id = ?1",
-                params![job],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
+            .prepare_cached("SELECT count, issued, failed, serial_start FROM jobs WHERE id = ?1")
+            .map_err(err)?
+            .query_row(params![job], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()
             .map_err(err)?;
         let (count, issued, failed, serial_start) = row.ok_or(Error::NoSuchJob(job))?;
-        if issued + failed >= count {
-            return Ok(None);
-        }
-        let serial = (serial_start + issued + failed) as u64;
-        let cert = sign(serial)?;
-        let fp = trustchain_oem::crypto::sha256(&cert);
-        tx.execute(
-            "INSERT INTO devices (job, serial, uid, device_type, cert_sha256, cert, status, time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'issued', ?7)",
-            params![job, serial as i64, uid, device_type, &fp[..], &cert, trustchain_oem::audit::now_rfc3339()],
-        )
-        .map_err(|e| match e {
-            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-                Error::DuplicateUid { uid: hex::encode(uid), job }
+        let mut used = issued + failed;
+        let mut made = 0i64;
+        let mut out = Vec::with_capacity(devices.len());
+        let now = trustchain_oem::audit::now_rfc3339();
+        for (i, (uid, device_type)) in devices.iter().enumerate() {
+            if used >= count {
+                out.push(Err(Error::JobExhausted(job)));
+                continue;
             }
-            other => Error::Db { path: path.clone(), source: other },
-        })?;
-        tx.execute(
-            "UPDATE jobs SET issued = issued + 1 WHERE id = ?1",
-            params![job],
-        )
-        .map_err(err)?;
-        append_log(&tx, job, "issue", Some(serial), Some(&fp)).map_err(err)?;
-        tx.commit().map_err(err)?;
-        Ok(Some((serial, cert)))
+            let taken: bool = tx
+                .prepare_cached("SELECT EXISTS(SELECT 1 FROM devices WHERE job = ?1 AND uid = ?2)")
+                .map_err(err)?
+                .query_row(params![job, uid], |r| r.get(0))
+                .map_err(err)?;
+            if taken {
+                out.push(Err(Error::DuplicateUid {
+                    uid: hex::encode(uid),
+                    job,
+                }));
+                continue;
+            }
+            let serial = (serial_start + used) as u64;
+            let cert = match sign(serial, i) {
+                Ok(c) => c,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            let fp = trustchain_oem::crypto::sha256(&cert);
+            tx.prepare_cached("INSERT INTO devices (job, serial, uid, device_type, cert_sha256, cert, status, time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'issued', ?7)").map_err(err)?.execute(params![job, serial as i64, uid, device_type, &fp[..], &cert, now],
+            )
+            .map_err(err)?;
+            append_log(&tx, job, "issue", Some(serial), Some(&fp)).map_err(err)?;
+            used += 1;
+            made += 1;
+            out.push(Ok((serial, cert)));
+        }
+        if made > 0 {
+            tx.prepare_cached("UPDATE jobs SET issued = issued + ?2 WHERE id = ?1")
+                .map_err(err)?
+                .execute(params![job, made])
+                .map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+        Ok(out)
     }
 
     /// Records that the device with `serial` failed after its certificate

@@ -258,3 +258,38 @@ fn every_guardian_action_is_in_the_signed_audit_log() {
         .unwrap_err()
         .contains("chain broken at entry 1"));
 }
+
+#[test]
+fn group_commit_issues_within_the_count_and_refuses_duplicate_uids() {
+    let w = world();
+    let (g, mut ks) = guardian(&w.tmp.path().join("g"));
+    g.trust_root(&w.oem.path().join("root.pem")).unwrap();
+    let pkg = wrap_for(&w, &g.path().join("identity.pem"), "p.tcpkg", 3);
+    let job = import(&g, &mut ks, &pkg, now()).unwrap().job;
+    let mut store = g.store().unwrap();
+    let issuer = trustchain_guardian::issue::JobIssuer::open(&store, &ks, job).unwrap();
+    let keys: Vec<_> = (0..5)
+        .map(|_| {
+            trustchain_oem::crypto::EcdsaKey::generate()
+                .unwrap()
+                .0
+                .public_key()
+                .clone()
+        })
+        .collect();
+    let uids: [&[u8]; 5] = [b"a", b"b", b"a", b"c", b"d"];
+    let reqs: Vec<_> = uids.iter().zip(&keys).map(|(u, k)| (*u, 1u32, k)).collect();
+    let out = issuer.issue_batch(&mut store, &reqs, now()).unwrap();
+    assert!(out[0].is_ok() && out[1].is_ok() && out[3].is_ok());
+    assert!(matches!(out[2], Err(Error::DuplicateUid { .. })));
+    assert!(matches!(out[4], Err(Error::JobExhausted(_))));
+    let serials: Vec<u64> = out
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|(s, _)| *s))
+        .collect();
+    assert_eq!(serials, vec![1000, 1001, 1002]);
+    let jobs = store.jobs().unwrap();
+    assert_eq!((jobs[0].issued, jobs[0].remaining), (3, 0));
+    assert_eq!(store.devices(job).unwrap().len(), 3);
+    assert!(g.verify_audit().unwrap().is_ok());
+}
