@@ -14,8 +14,8 @@ The chain, and the commands for each step:
   1. Secure development (OEM)   trustchain oem init, trustchain oem product
   2. Secure mastering (OEM)     trustchain master, then check with verify / decrypt / inspect
   3. The device                 trustchain device new / provision / install / boot / update
-  4. Secure production          trustchain wrap (OEM); trustchain guardian init / trust / import / jobs
-                                trustchain produce (programming center; signed reports are coming)
+  4. Secure production          trustchain wrap (OEM); guardian init / trust / import / jobs / log,
+                                produce, report (programming centre); oem reconcile (OEM)
   5. In the field               (device authentication and updates - coming)
 
 Private keys never leave the sealed keystore in the clear. Commands that need them ask for the \
@@ -55,7 +55,8 @@ pub enum Command {
     /// passphrase can master; every mastering is appended to OEM_DIR/audit.log.
     Master(MasterArgs),
     /// Anyone: show what an artifact holds (UPK, certificate, public key, sealed key, keystore,
-    /// template, audit log). Verifies nothing; see `verify`.
+    /// template, audit log, production package, production report). Verifies nothing; see
+    /// `verify` and `oem reconcile`.
     Inspect {
         /// The file.
         file: PathBuf,
