@@ -244,7 +244,7 @@ impl Error {
                 "the audit log was edited; restore it from a backup and investigate".to_string()
             }
             Error::UnknownArtifact { .. } => {
-                "inspect reads UPKs (update.upk), certificates (PEM/DER), keystores and templates".to_string()
+                "inspect reads UPKs (update.upk), certificates and public keys (PEM/DER), sealed keys, keystores, templates, audit logs, production packages and reports".to_string()
             }
             _ => return None,
         })
