@@ -66,9 +66,6 @@ impl<'a> JobIssuer<'a> {
         now: u64,
     ) -> Result<(u64, Vec<u8>)> {
         let id = self.job.id;
-        if now >= self.job.expires {
-            return Err(Error::JobExpired(id));
-        }
         if !self.allows(uid, device_type) {
             return Err(Error::DeviceNotAllowed {
                 uid: hex::encode(uid),
@@ -76,32 +73,9 @@ impl<'a> JobIssuer<'a> {
                 job: id,
             });
         }
-        let oem = OemId::new(self.job.oem_id).ok_or(trustchain_oem::Error::Crypto("OEM ID"))?;
-        let product = ProductId::new(self.job.product_id)
-            .ok_or(trustchain_oem::Error::Crypto("product ID"))?;
-        let made = store.issue(id, uid, device_type, |serial| {
-            let vars: BTreeMap<&str, String> = [
-                ("serial", format!("{serial:08}")),
-                ("uid", hex::encode(uid)),
-                ("oem_id", oem.to_string()),
-                ("product_id", product.to_string()),
-                ("oem_name", self.job.oem_name.clone()),
-                ("product_name", self.job.product_name.clone()),
-            ]
-            .into_iter()
-            .collect();
-            pki::issue_device_cert(
-                &self.template,
-                &vars,
-                identity,
-                oem,
-                product,
-                &self.issuer,
-                self.signer.as_ref(),
-            )
-            .map_err(|e| trustchain_oem::Error::Usage(format!("device certificate: {e}")).into())
-        })?;
-        made.ok_or(Error::JobExhausted(id))
+        self.issue_batch(store, &[(uid, device_type, identity)], now)?
+            .pop()
+            .unwrap_or(Err(Error::JobExhausted(id)))
     }
 
     /// Group commit of [`JobIssuer::issue`] for several devices (uid, type,

@@ -439,30 +439,6 @@ impl Store {
             .ok_or(Error::NoSuchJob(id))
     }
 
-    /// Consumes one unit of `job`'s count for a certificate made by `sign`
-    /// (given the serial), and records it, in one transaction: the
-    /// certificate is durable before it is returned, and the count can never
-    /// be exceeded, by threads or processes. `None` when the job is used up.
-    pub fn issue(
-        &mut self,
-        job: i64,
-        uid: &[u8],
-        device_type: u32,
-        sign: impl FnOnce(u64) -> Result<Vec<u8>>,
-    ) -> Result<Option<(u64, Vec<u8>)>> {
-        let mut sign = Some(sign);
-        let mut out =
-            self.issue_batch(job, &[(uid, device_type)], |serial, _| match sign.take() {
-                Some(f) => f(serial),
-                None => Err(Error::NoSuchJob(job)),
-            })?;
-        match out.pop() {
-            Some(Ok(made)) => Ok(Some(made)),
-            Some(Err(Error::JobExhausted(_))) | None => Ok(None),
-            Some(Err(e)) => Err(e),
-        }
-    }
-
     /// Group commit: issues certificates for several devices in one
     /// transaction (one fsync), each consuming one unit of the count and
     /// recorded (device row, job log, audit log) before any is returned.
