@@ -643,6 +643,18 @@ impl Store {
         Ok((seq, head))
     }
 
+    /// Every row of a `(integer, blob, blob)` query.
+    #[allow(clippy::type_complexity)]
+    fn seq_blob_rows(&self, sql: &str) -> Result<Vec<(i64, Vec<u8>, Vec<u8>)>> {
+        let mut st = self.conn.prepare(sql).map_err(self.db_err())?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(self.db_err())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.db_err())?;
+        Ok(rows)
+    }
+
     /// Verifies the audit chain and every checkpoint signature against
     /// `verify(message, signature)`. Returns (entries, checkpoints), or the
     /// first problem.
@@ -650,21 +662,7 @@ impl Store {
         &self,
         verify: impl Fn(&[u8], &[u8; 64]) -> bool,
     ) -> Result<std::result::Result<(u64, u64), String>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT seq, entry, hash FROM audit ORDER BY seq")
-            .map_err(self.db_err())?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                ))
-            })
-            .map_err(self.db_err())?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(self.db_err())?;
+        let rows = self.seq_blob_rows("SELECT seq, entry, hash FROM audit ORDER BY seq")?;
         let mut prev = vec![0u8; 32];
         let mut heads = std::collections::BTreeMap::new();
         for (i, (seq, entry, hash)) in rows.iter().enumerate() {
@@ -680,21 +678,8 @@ impl Store {
             heads.insert(*seq, want);
             prev = want.to_vec();
         }
-        let mut st = self
-            .conn
-            .prepare("SELECT seq, head, signature FROM checkpoints ORDER BY seq")
-            .map_err(self.db_err())?;
-        let cps = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                ))
-            })
-            .map_err(self.db_err())?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(self.db_err())?;
+        let cps =
+            self.seq_blob_rows("SELECT seq, head, signature FROM checkpoints ORDER BY seq")?;
         for (seq, head, sig) in &cps {
             let Some(h) = heads.get(seq) else {
                 return Ok(Err(format!("checkpoint {seq} names an entry that is gone")));

@@ -57,32 +57,10 @@ pub fn oem() -> Oem {
     Oem { dir, oem, ks }
 }
 
-/// Masters `len` bytes of firmware (a pattern seeded by `seed`) as `version`.
+/// Masters `len` bytes of firmware (a pattern seeded by `seed`) as `version`,
+/// for the simulator's application slot.
 pub fn release(o: &Oem, name: &str, version: &str, len: usize, seed: u8) -> PathBuf {
-    let img = o.dir.path().join(format!("{name}.bin"));
-    let bytes: Vec<u8> = (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect();
-    std::fs::write(&img, bytes).unwrap();
-    let out = o.dir.path().join(name);
-    let req = MasterRequest {
-        product: ProductId::new(7).unwrap(),
-        version: version.parse::<Version>().unwrap(),
-        security_counter: None,
-        force: true,
-        image: img,
-        format: None,
-        load: LoadOptions {
-            raw_load_address: FLASH_BASE as u64,
-            ..LoadOptions::default()
-        },
-        devices: vec![],
-        device_uids: None,
-        out: out.clone(),
-        operator: "test".into(),
-    };
-    master_release(&o.oem, &o.ks, &req, &|_, _| {}).unwrap();
-    out
+    release_at(o, name, version, len, seed, FLASH_BASE as u64)
 }
 
 pub fn read_release(dir: &Path) -> (Vec<u8>, Vec<u8>) {
