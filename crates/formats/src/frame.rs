@@ -55,6 +55,9 @@ pub mod cmd {
     pub const SIGN_CHALLENGE: u8 = 0x21;
     /// `[[+ cert], now]` -> validate a peer's chain against the OEM root.
     pub const VALIDATE_PEER_CHAIN: u8 = 0x22;
+    /// `[transcript_hash]` -> the device's TLS 1.3 client CertificateVerify
+    /// signature over that handshake hash (RFC 8446 §4.4.3).
+    pub const SIGN_TLS13_CLIENT: u8 = 0x23;
     /// `[]` -> answered with `[]`, then the SBM resets and boots (the next
     /// `GET_INFO` shows the outcome).
     pub const RESET: u8 = 0x30;

@@ -395,6 +395,24 @@ impl<T: Transport> Programmer<T> {
         .map_err(malformed)
     }
 
+    /// `SIGN_TLS13_CLIENT`: the device signs a TLS 1.3 client
+    /// CertificateVerify over `transcript_hash` (32 or 48 bytes) with its
+    /// identity key; returns `r || s`.
+    pub fn sign_tls13_client(&mut self, transcript_hash: &[u8]) -> Result<[u8; 64], Error> {
+        let body = self.call(
+            cmd::SIGN_TLS13_CLIENT,
+            &payload(|e| e.array(1)?.bytes(transcript_hash).map(|_| ())),
+        )?;
+        let mut r = Reader::new(&body);
+        (|| {
+            r.array_of(1, "signature")?;
+            let s = *r.bstr_exact::<64>("signature")?;
+            r.finish()?;
+            Ok(s)
+        })()
+        .map_err(malformed)
+    }
+
     /// `VALIDATE_PEER_CHAIN`: the device validates `chain` (leaf first)
     /// against its OEM root at `now`; returns the leaf's public key.
     pub fn validate_peer_chain(&mut self, chain: &[Vec<u8>], now: u64) -> Result<[u8; 65], Error> {

@@ -84,6 +84,7 @@ fn malformed_frames_and_payloads_are_refused_without_change() {
             cmd::IMAGE_BEGIN,
             cmd::IMAGE_DATA,
             cmd::SIGN_CHALLENGE,
+            cmd::SIGN_TLS13_CLIENT,
             cmd::VALIDATE_PEER_CHAIN,
         ] {
             for p in shapes {

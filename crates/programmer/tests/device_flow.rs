@@ -83,6 +83,25 @@ fn provision_install_boot_update_and_services() {
         &challenge("auth", b"nonce!"),
         &sig
     ));
+    // TLS 1.3 client CertificateVerify: checked here by aws-lc-rs over the
+    // RFC 8446 §4.4.3 message, built independently of the SBM.
+    let hash = [0x5a; 32];
+    let sig = prog.sign_tls13_client(&hash).unwrap();
+    let mut message = vec![0x20u8; 64];
+    message.extend_from_slice(b"TLS 1.3, client CertificateVerify\0");
+    message.extend_from_slice(&hash);
+    let tls_key = aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+        &identity.0,
+    );
+    tls_key.verify(&message, &sig).unwrap();
+    message[100] ^= 1;
+    assert!(tls_key.verify(&message, &sig).is_err());
+    // SHA-384 suites hash to 48 bytes; any other length is refused.
+    assert!(prog.sign_tls13_client(&[1; 48]).is_ok());
+    for bad in [&[1u8; 31][..], &[1; 33], &[1; 49], &[]] {
+        assert_eq!(refused(prog.sign_tls13_client(bad)), Status::BadRequest);
+    }
 
     // The application's update path: stage v2, request, reset.
     let (upk2, enc2) = read_release(&v2);
@@ -271,4 +290,25 @@ fn a_refused_upk_leaves_flash_byte_identical() {
         assert_eq!(refused(r), want, "{what}");
         assert!(dev.flash().raw() == &before[..], "{what}: flash changed");
     }
+}
+
+#[test]
+fn signing_services_refuse_a_device_without_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut dev = trustchain_device_sim::SimDevice::create(
+        tmp.path().join("blank"),
+        b"\x09",
+        1,
+        Geometry::SMALL_PAGES,
+    )
+    .unwrap();
+    let mut prog = Programmer::new(SimLink::new(&mut dev).unwrap());
+    assert_eq!(
+        refused(prog.sign_tls13_client(&[7; 32])),
+        Status::NotProvisioned
+    );
+    assert_eq!(
+        refused(prog.sign_challenge("auth", b"n")),
+        Status::NotProvisioned
+    );
 }

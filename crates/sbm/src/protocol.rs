@@ -228,6 +228,13 @@ impl<F: Flash, P: Protected, R: Rng> Sbm<F, P, R> {
                 let sig = self.sign_challenge(label.as_bytes(), data)?;
                 e.array(1).and_then(|e| e.bytes(&sig)).map_err(overflow)?;
             }
+            cmd::SIGN_TLS13_CLIENT => {
+                r.array_of(1, "[transcript_hash]").map_err(bad)?;
+                let hash = r.bstr("transcript_hash", 48).map_err(bad)?;
+                r.finish().map_err(bad)?;
+                let sig = self.sign_tls13_client(hash)?;
+                e.array(1).and_then(|e| e.bytes(&sig)).map_err(overflow)?;
+            }
             cmd::VALIDATE_PEER_CHAIN => {
                 r.array_of(2, "[[+ cert], now]").map_err(bad)?;
                 let n = r.array("chain").map_err(bad)?;

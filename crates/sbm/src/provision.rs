@@ -44,6 +44,22 @@ pub fn pop_digest(
     h.finalize().into()
 }
 
+/// The context string of a TLS 1.3 client CertificateVerify (RFC 8446 §4.4.3).
+pub const TLS13_CLIENT_CONTEXT: &[u8] = b"TLS 1.3, client CertificateVerify";
+
+/// The digest a TLS 1.3 client CertificateVerify signs: SHA-256 of 64
+/// spaces, the context string, a zero byte and the handshake hash. The
+/// message starts with a space, so it is never a challenge or a proof of
+/// possession (which start with "TCSBM-").
+pub fn tls13_client_digest(transcript_hash: &[u8]) -> [u8; 32] {
+    let mut h = crypto::Hasher::new();
+    h.update([0x20; 64]);
+    h.update(TLS13_CLIENT_CONTEXT);
+    h.update([0]);
+    h.update(transcript_hash);
+    h.finalize().into()
+}
+
 /// The digest a runtime challenge signature signs.
 pub fn challenge_digest(label: &[u8], data: &[u8]) -> [u8; 32] {
     let mut h = crypto::Hasher::new();
@@ -173,13 +189,52 @@ impl<F: Flash, P: Protected, R: Rng> Sbm<F, P, R> {
     /// `SIGN_CHALLENGE`: signs `SIGN_LABEL || len(label) || label || data`
     /// with the identity key, which never leaves.
     pub(crate) fn sign_challenge(&mut self, label: &[u8], data: &[u8]) -> Result<[u8; 64], Status> {
+        self.sign_with_identity(&challenge_digest(label, data))
+    }
+
+    /// Runtime service: the TLS 1.3 client CertificateVerify signature over
+    /// `transcript_hash` (32 bytes for SHA-256 suites, 48 for SHA-384).
+    pub(crate) fn sign_tls13_client(&mut self, transcript_hash: &[u8]) -> Result<[u8; 64], Status> {
+        if transcript_hash.len() != 32 && transcript_hash.len() != 48 {
+            return Err(Status::BadRequest);
+        }
+        self.sign_with_identity(&tls13_client_digest(transcript_hash))
+    }
+
+    fn sign_with_identity(&mut self, digest: &[u8; 32]) -> Result<[u8; 64], Status> {
         let mut scalar = Zeroizing::new([0u8; 32]);
         if self.prot.read(Field::IdentityKey, &mut scalar[..]).ok() != Some(32)
             || !self.prot.is_written(Field::CertChain)
         {
             return Err(Status::NotProvisioned);
         }
-        crypto::sign_prehash(&scalar[..], &challenge_digest(label, data))
-            .ok_or(Status::NotProvisioned)
+        crypto::sign_prehash(&scalar[..], digest).ok_or(Status::NotProvisioned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(d: [u8; 32]) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        for (i, b) in d.iter().enumerate() {
+            out[2 * i] = b"0123456789abcdef"[(b >> 4) as usize];
+            out[2 * i + 1] = b"0123456789abcdef"[(b & 15) as usize];
+        }
+        out
+    }
+
+    /// The worked examples of docs/formats.md §11.5.
+    #[test]
+    fn signed_messages_match_the_documented_examples() {
+        assert_eq!(
+            &hex(challenge_digest(b"auth", b"nonce")),
+            b"6a1dd87e2b5c29e2ba840244c3a9009caa31cad1c5cad10737fd7c844f4e008b"
+        );
+        assert_eq!(
+            &hex(tls13_client_digest(&[0x5a; 32])),
+            b"41ba37d9cfd6d0917b85cd48c68661a0ff7961a414079c84f3b907006a4ae29f"
+        );
     }
 }
