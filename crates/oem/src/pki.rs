@@ -75,7 +75,7 @@ pub(crate) fn ecdsa_sig_der(fixed: &[u8; 64]) -> Vec<u8> {
 }
 
 /// Adapts a keystore [`Signer`] to rcgen.
-struct RcgenKey<'a>(&'a dyn Signer);
+pub(crate) struct RcgenKey<'a>(pub(crate) &'a dyn Signer);
 
 impl rcgen::PublicKeyData for RcgenKey<'_> {
     fn der_bytes(&self) -> &[u8] {
@@ -189,7 +189,7 @@ impl CertSpec {
 pub struct IssuerCert {
     /// DER of the certificate.
     pub der: Vec<u8>,
-    params: CertificateParams,
+    pub(crate) params: CertificateParams,
 }
 
 impl IssuerCert {
