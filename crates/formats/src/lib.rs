@@ -18,6 +18,7 @@
 //! | [`upk`] | the Update Key Block: a COSE_Sign1 over the CBOR manifest |
 //! | [`stream`] | the encrypted image (`update.enc`) layout: chunked AES-128-GCM (STREAM) |
 //! | [`frame`] | the SBM connection protocol: frames, commands, status codes |
+//! | [`auth`] | mutual authentication between devices and servers: messages and transcript |
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -25,6 +26,7 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod auth;
 pub mod cbor;
 pub mod cose;
 mod error;
