@@ -492,7 +492,11 @@ mod tests {
         }
         assert!(matches!(
             Hello::parse(&over),
-            Err(FormatError::TooLarge { field: "initiator chain", max: 3072, found: 3073 })
+            Err(FormatError::TooLarge {
+                field: "initiator chain",
+                max: 3072,
+                found: 3073
+            })
         ));
         // A message above 4096 bytes is refused before it is read.
         let huge = vec![0u8; MAX_MESSAGE_LEN + 1];
