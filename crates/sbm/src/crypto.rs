@@ -1,25 +1,71 @@
-//! The SBM's cryptography, from RustCrypto crates with default features off
-//! (`p256`, `sha2`, `aes-gcm`, `aes-kw`, `hkdf`). Each function names the
-//! standard construction it implements; the byte formats are those of
+//! The SBM's cryptography, from vetted crates with default features off:
+//! RustCrypto's `p256`, `ecdsa`, `aes-gcm`, `aes-kw` and `hkdf`, and Frank
+//! Denis' `hmac-sha256` for SHA-256. Each function names the standard
+//! construction it implements; the byte formats are those of
 //! `trustchain-formats`.
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::KeyInit;
-use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
-use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use ecdsa::hazmat::SignPrimitive;
+use p256::ecdsa::signature::hazmat::PrehashVerifier;
+use p256::ecdsa::{Signature, VerifyingKey};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
-use p256::{PublicKey, SecretKey};
-use sha2::{Digest, Sha256};
+use p256::{NistP256, PublicKey, SecretKey};
+use sha2::digest::{self, consts, Digest};
 use trustchain_formats::cose::KDF_CONTEXT_A128KW;
 use zeroize::Zeroizing;
 
 use crate::hal::Rng;
 
-/// SHA-256, incremental.
-pub type Hasher = Sha256;
+/// SHA-256 (FIPS 180-4), incremental, behind RustCrypto's `Digest` traits
+/// so that HKDF and RFC 6979 run on it too.
+///
+/// The compression function is `hmac-sha256`'s rather than `sha2`'s: it
+/// keeps sixteen rounds unrolled in one function that runs four times per
+/// block, where `sha2` unrolls all 64 (7 KiB of the Cortex-M4 firmware) or,
+/// built for size, keeps a round loop that shuffles the eight working
+/// variables every round (~50 instructions per byte against ~37). Lengths
+/// are counted in `usize`: on a 32-bit target, correct up to 512 MiB of
+/// input, far more than the SBM ever hashes (its flash).
+#[derive(Clone, Default)]
+pub struct Hasher(hmac_sha256::Hash);
+
+impl digest::HashMarker for Hasher {}
+
+impl digest::OutputSizeUser for Hasher {
+    type OutputSize = consts::U32;
+}
+
+impl digest::core_api::BlockSizeUser for Hasher {
+    type BlockSize = consts::U64;
+}
+
+impl digest::Update for Hasher {
+    fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+}
+
+impl digest::FixedOutput for Hasher {
+    fn finalize_into(self, out: &mut digest::Output<Self>) {
+        out.copy_from_slice(&self.0.finalize());
+    }
+}
+
+impl digest::Reset for Hasher {
+    fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
+impl digest::FixedOutputReset for Hasher {
+    fn finalize_into_reset(&mut self, out: &mut digest::Output<Self>) {
+        out.copy_from_slice(&core::mem::take(&mut self.0).finalize());
+    }
+}
 
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
-    Sha256::digest(data).into()
+    Hasher::digest(data).into()
 }
 
 /// `rand_core` over the board's [`Rng`].
@@ -66,10 +112,13 @@ pub fn public_key(scalar: &[u8]) -> Option<[u8; 65]> {
     SecretKey::from_slice(scalar).ok().map(|sk| public_of(&sk))
 }
 
-/// ECDSA P-256 over a SHA-256 digest, `r || s` (RFC 6979 nonces).
+/// ECDSA P-256 over a SHA-256 digest, `r || s` (RFC 6979 nonces, HMAC-DRBG
+/// over [`Hasher`]). The same call as `SigningKey::sign_prehash`, which
+/// would run RFC 6979 over `sha2` and link a second SHA-256.
 pub fn sign_prehash(scalar: &[u8], digest: &[u8; 32]) -> Option<[u8; 64]> {
-    let key = SigningKey::from_slice(scalar).ok()?;
-    let sig: Signature = key.sign_prehash(digest).ok()?;
+    let key = SecretKey::from_slice(scalar).ok()?.to_nonzero_scalar();
+    let z = ecdsa::hazmat::bits2field::<NistP256>(digest).ok()?;
+    let (sig, _) = key.try_sign_prehashed_rfc6979::<Hasher>(&z, &[]).ok()?;
     Some(sig.to_bytes().into())
 }
 
@@ -97,7 +146,7 @@ pub fn ecdh(scalar: &[u8], peer: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
 /// HKDF-SHA-256 (no salt) of `shared` with `info`, 16 bytes: the KEK of
 /// ECDH-ES + A128KW (RFC 9053 §6.4, §5.2).
 fn kek(shared: &[u8; 32], info: &[&[u8]]) -> Option<Zeroizing<[u8; 16]>> {
-    let hk = hkdf::Hkdf::<Sha256>::new(None, shared);
+    let hk = hkdf::SimpleHkdf::<Hasher>::new(None, shared);
     let mut okm = Zeroizing::new([0u8; 16]);
     hk.expand_multi_info(info, &mut okm[..]).ok()?;
     Some(okm)
@@ -150,4 +199,74 @@ pub fn open_chunk(
     cipher
         .decrypt_in_place_detached(nonce.into(), aad, buf, tag.into())
         .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    //! [`Hasher`] replaced `sha2::Sha256` inside HKDF and RFC 6979: every
+    //! output must stay the same bytes as with `sha2`.
+    use super::*;
+    use p256::ecdsa::signature::hazmat::PrehashSigner;
+
+    fn input(len: usize) -> [u8; 300] {
+        let mut buf = [0u8; 300];
+        for (i, b) in buf.iter_mut().enumerate().take(len) {
+            *b = (i as u8).wrapping_mul(31).wrapping_add(7);
+        }
+        buf
+    }
+
+    #[test]
+    fn sha256_matches_sha2_at_every_padding_boundary() {
+        for len in (0..=130).chain([191, 192, 200, 255, 256, 300]) {
+            let data = &input(len)[..len];
+            let expected: [u8; 32] = sha2::Sha256::digest(data).into();
+            assert_eq!(sha256(data), expected, "one shot, {len} bytes");
+            // Split into uneven updates, as the flash reads and the
+            // protocol's digests feed it.
+            for split in [1, 3, 63, 64, 65] {
+                let mut h = Hasher::new();
+                for part in data.chunks(split) {
+                    h.update(part);
+                }
+                let got: [u8; 32] = h.finalize().into();
+                assert_eq!(got, expected, "{len} bytes in parts of {split}");
+            }
+        }
+        // FIPS 180-4 example "abc".
+        assert_eq!(
+            sha256(b"abc")[..4],
+            [0xba, 0x78, 0x16, 0xbf],
+            "SHA-256(\"abc\") starts ba7816bf"
+        );
+    }
+
+    #[test]
+    fn hkdf_matches_sha2() {
+        let shared = [0x5au8; 32];
+        let got = kek(&shared, &[&KDF_CONTEXT_A128KW]).unwrap();
+        let mut expected = [0u8; 16];
+        hkdf::Hkdf::<sha2::Sha256>::new(None, &shared)
+            .expand(&KDF_CONTEXT_A128KW, &mut expected)
+            .unwrap();
+        assert_eq!(*got, expected);
+    }
+
+    #[test]
+    fn rfc6979_signatures_match_sha2() {
+        for seed in 1u8..=8 {
+            let scalar = [seed; 32];
+            let digest = sha256(&[seed]);
+            let ours = sign_prehash(&scalar, &digest).unwrap();
+            let key = p256::ecdsa::SigningKey::from_slice(&scalar).unwrap();
+            let theirs: Signature = key.sign_prehash(&digest).unwrap();
+            assert_eq!(ours[..], theirs.to_bytes()[..], "key {seed}");
+            assert!(verify_prehash(
+                &public_key(&scalar).unwrap(),
+                &digest,
+                &ours
+            ));
+        }
+        assert!(sign_prehash(&[0u8; 32], &[1; 32]).is_none(), "zero scalar");
+    }
 }
