@@ -89,6 +89,21 @@ pub enum Event {
         /// The package file SHA-256.
         package_sha256: String,
     },
+    /// A certificate was revoked.
+    Revoke {
+        /// Its serial number, hex.
+        serial: String,
+        /// Its subject.
+        subject: String,
+        /// The issuer whose CRL lists it (`device-ca` or `package <id>`).
+        issuer: String,
+        /// RFC 5280 reason.
+        reason: String,
+        /// The new CRL's number.
+        crl_number: u64,
+        /// The new CRL's SHA-256 (DER).
+        crl_sha256: String,
+    },
 }
 
 /// The log file.

@@ -185,6 +185,26 @@ pub enum Error {
         /// How many anomalies.
         count: usize,
     },
+    /// A certificate is already on its issuer's CRL.
+    #[error("{path}: serial {serial} is already revoked (since Unix time {since})")]
+    AlreadyRevoked {
+        /// The certificate.
+        path: PathBuf,
+        /// Its serial, hex.
+        serial: String,
+        /// When it was revoked.
+        since: i64,
+    },
+    /// The key that signs an issuer's CRLs is not in the keystore.
+    #[error("{path}: its issuer ({issuer}) has no CRL-signing key '{label}' in this keystore")]
+    NoCrlKey {
+        /// The certificate to revoke.
+        path: PathBuf,
+        /// The issuer.
+        issuer: String,
+        /// The missing key.
+        label: String,
+    },
     /// A cryptographic operation of the library failed unexpectedly.
     #[error("cryptographic operation failed: {0}")]
     Crypto(&'static str),
@@ -224,6 +244,18 @@ impl Error {
             }
             Error::BadKeyInput { .. } => {
                 "pass a PEM or DER X.509 certificate whose key is P-256 with keyAgreement usage, or a PEM/DER P-256 public key".to_string()
+            }
+            Error::AlreadyRevoked { .. } => {
+                "nothing to do: OEM_DIR/crl.pem already lists it; hand that file to update \
+                 servers and devices"
+                    .into()
+            }
+            Error::NoCrlKey { .. } => {
+                "the package was wrapped before trustchain kept issuing-CA keys; revoke the \
+                 package's issuing CA instead (`trustchain oem revoke OEM_DIR --cert \
+                 OEM_DIR/packages/<id>.issuing-ca.pem`): the device CA signs that CRL, and it \
+                 revokes every device of the package"
+                    .into()
             }
             Error::Chain { .. } => {
                 "check that --root is the OEM root certificate that issued the mastering certificate, and that it has not expired".to_string()

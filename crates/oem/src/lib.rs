@@ -25,6 +25,8 @@ pub mod pki;
 pub mod product;
 pub mod reconcile;
 pub mod release;
+pub mod revoke;
+pub mod server;
 pub mod template;
 pub mod wrap;
 

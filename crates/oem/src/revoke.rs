@@ -1,0 +1,393 @@
+//! Revocation at the OEM (issue 5): `trustchain oem revoke` adds a device
+//! certificate (or a per-package issuing CA, which revokes everything one
+//! Guardian produced under it) to the signed X.509 CRL (RFC 5280 §5) of its
+//! issuer, and rewrites `OEM_DIR/crl.pem`, the bundle of every issuer's
+//! current CRL that update servers and devices are given.
+//!
+//! Each issuer's CRL is kept in `OEM_DIR/crl/<issuer>.crl.pem` (`<issuer>`:
+//! the first 16 bytes of the issuer certificate's SHA-256, hex). The CRL is
+//! its own state: the next revocation parses it, keeps its entries, adds
+//! one and raises the CRL number, so the list never forgets a revocation and
+//! nothing outside a signed object says what is revoked. The issuer's key
+//! signs: the device CA for devices provisioned in the lab and for issuing
+//! CAs; the package's issuing CA key (which `wrap` keeps in the OEM keystore
+//! as `package-<package id>-ca`) for devices produced from a package.
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    CertificateRevocationListParams, Issuer, KeyIdMethod, RevocationReason, RevokedCertParams,
+    SerialNumber,
+};
+use time::OffsetDateTime;
+use x509_cert::der::{Decode, Encode};
+
+use crate::crypto::sha256;
+use crate::error::{Error, IoContext, Result};
+use crate::keystore::{KeyLabel, KeyStore};
+use crate::oem::OemDir;
+use crate::pki::{self, RcgenKey};
+
+/// The bundle of current CRLs, in the OEM directory.
+pub const CRL_BUNDLE: &str = "crl.pem";
+/// The directory of per-issuer CRLs, in the OEM directory.
+pub const CRL_DIR: &str = "crl";
+
+/// Why a certificate is revoked (RFC 5280 §5.3.1 CRLReason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// keyCompromise (1): the device's key was extracted or the device cloned.
+    KeyCompromise,
+    /// cACompromise (2): an issuing CA's key (a Guardian) is compromised.
+    CaCompromise,
+    /// superseded (4).
+    Superseded,
+    /// cessationOfOperation (5): the device was retired.
+    CessationOfOperation,
+    /// unspecified (0).
+    Unspecified,
+}
+
+impl Reason {
+    /// Parses the command-line name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "key-compromise" => Self::KeyCompromise,
+            "ca-compromise" => Self::CaCompromise,
+            "superseded" => Self::Superseded,
+            "cessation-of-operation" | "retired" => Self::CessationOfOperation,
+            "unspecified" => Self::Unspecified,
+            _ => return None,
+        })
+    }
+    /// The command-line names.
+    pub const NAMES: &'static str =
+        "key-compromise, ca-compromise, superseded, cessation-of-operation, unspecified";
+    fn rcgen(self) -> RevocationReason {
+        match self {
+            Self::KeyCompromise => RevocationReason::KeyCompromise,
+            Self::CaCompromise => RevocationReason::CaCompromise,
+            Self::Superseded => RevocationReason::Superseded,
+            Self::CessationOfOperation => RevocationReason::CessationOfOperation,
+            Self::Unspecified => RevocationReason::Unspecified,
+        }
+    }
+    fn from_code(c: u32) -> Option<Self> {
+        Some(match c {
+            0 => Self::Unspecified,
+            1 => Self::KeyCompromise,
+            2 => Self::CaCompromise,
+            4 => Self::Superseded,
+            5 => Self::CessationOfOperation,
+            _ => return None,
+        })
+    }
+    /// The RFC 5280 name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::KeyCompromise => "keyCompromise",
+            Self::CaCompromise => "cACompromise",
+            Self::Superseded => "superseded",
+            Self::CessationOfOperation => "cessationOfOperation",
+            Self::Unspecified => "unspecified",
+        }
+    }
+}
+
+/// A revocation to make.
+pub struct RevokeRequest {
+    /// The certificate to revoke (PEM or DER bytes) and where it came from.
+    pub cert: Vec<u8>,
+    /// Its path, for messages.
+    pub cert_path: PathBuf,
+    /// Why.
+    pub reason: Reason,
+    /// How long the new CRL is current (nextUpdate − thisUpdate), in days.
+    pub days: u32,
+    /// Who does it (audit log).
+    pub operator: String,
+    /// The time of the revocation (tests pin it).
+    pub now: OffsetDateTime,
+}
+
+/// What `revoke` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RevokeReport {
+    /// The revoked certificate's serial number, hex.
+    pub serial: String,
+    /// Its subject, as text.
+    pub subject: String,
+    /// The issuer that signed the CRL: `device-ca` or `package <id>`.
+    pub issuer: String,
+    /// The issuer's CRL file.
+    pub crl: PathBuf,
+    /// Its CRL number.
+    pub crl_number: u64,
+    /// How many certificates that CRL lists.
+    pub revoked_count: usize,
+    /// The bundle of all current CRLs.
+    pub bundle: PathBuf,
+    /// RFC 5280 reason.
+    pub reason: &'static str,
+}
+
+/// An issuer of the OEM's that a certificate can chain to.
+struct KnownIssuer {
+    der: Vec<u8>,
+    key: KeyLabel,
+    name: String,
+}
+
+fn known_issuers(oem: &OemDir) -> Result<Vec<KnownIssuer>> {
+    let mut out = vec![KnownIssuer {
+        der: oem.device_ca_der()?,
+        key: KeyLabel::device_ca(),
+        name: "device-ca".into(),
+    }];
+    let kept = oem.path().join("packages");
+    if kept.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&kept)
+            .at(&kept)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for path in entries {
+            let Some(id) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".issuing-ca.pem"))
+            else {
+                continue;
+            };
+            let bytes = std::fs::read(&path).at(&path)?;
+            let der = pki::cert_der(&bytes).map_err(|problem| Error::Corrupt {
+                path: path.clone(),
+                problem,
+            })?;
+            out.push(KnownIssuer {
+                der,
+                key: package_ca_label(id).ok_or_else(|| Error::Corrupt {
+                    path: path.clone(),
+                    problem: "the file name is not <package id>.issuing-ca.pem".into(),
+                })?,
+                name: format!("package {id}"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The keystore label of a package's issuing CA key.
+pub fn package_ca_label(package_id_hex: &str) -> Option<KeyLabel> {
+    (package_id_hex.len() == 32 && package_id_hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| {
+            KeyLabel::new(&format!(
+                "package-{}-ca",
+                package_id_hex.to_ascii_lowercase()
+            ))
+        })
+        .flatten()
+}
+
+/// The per-issuer CRL file of `issuer_der`.
+pub fn crl_path(oem: &OemDir, issuer_der: &[u8]) -> PathBuf {
+    oem.path().join(CRL_DIR).join(format!(
+        "{}.crl.pem",
+        hex::encode(&sha256(issuer_der)[..16])
+    ))
+}
+
+/// One entry of an existing CRL.
+struct Entry {
+    serial: Vec<u8>,
+    when: OffsetDateTime,
+    reason: Option<Reason>,
+}
+
+/// Reads an existing CRL of ours: its entries and number. It must be signed
+/// by `issuer_der`'s key (a CRL that does not verify is corrupt, not state).
+fn read_crl(path: &Path, issuer_der: &[u8]) -> Result<(Vec<Entry>, u64)> {
+    use x509_cert::crl::CertificateList;
+    let corrupt = |problem: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).at(path)?;
+    let (label, der) =
+        x509_cert::der::pem::decode_vec(text.as_bytes()).map_err(|e| corrupt(e.to_string()))?;
+    if label != "X509 CRL" {
+        return Err(corrupt(format!("a PEM '{label}', not an X509 CRL")));
+    }
+    let crl = CertificateList::from_der(&der).map_err(|e| corrupt(e.to_string()))?;
+    let issuer =
+        x509_cert::Certificate::from_der(issuer_der).map_err(|e| corrupt(e.to_string()))?;
+    let key = pki::cert_public_key(&issuer).ok_or_else(|| corrupt("issuer key".into()))?;
+    let tbs = crl
+        .tbs_cert_list
+        .to_der()
+        .map_err(|e| corrupt(e.to_string()))?;
+    aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
+        &key.0,
+    )
+    .verify(&tbs, crl.signature.raw_bytes())
+    .map_err(|_| corrupt("its signature does not verify with the issuer's key".into()))?;
+    let mut number = 0u64;
+    for ext in crl.tbs_cert_list.crl_extensions.iter().flatten() {
+        if ext.extn_id.to_string() == "2.5.29.20" {
+            let n = x509_cert::der::asn1::Uint::from_der(ext.extn_value.as_bytes())
+                .map_err(|e| corrupt(format!("CRL number: {e}")))?;
+            let b = n.as_bytes();
+            if b.len() > 8 {
+                return Err(corrupt("CRL number too large".into()));
+            }
+            number = b.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x));
+        }
+    }
+    let mut entries = Vec::new();
+    for rc in crl.tbs_cert_list.revoked_certificates.iter().flatten() {
+        let when = rc.revocation_date.to_system_time();
+        let when = OffsetDateTime::from(when);
+        let mut reason = None;
+        for ext in rc.crl_entry_extensions.iter().flatten() {
+            if ext.extn_id.to_string() == "2.5.29.21" {
+                // CRLReason ::= ENUMERATED: 0a 01 nn.
+                let v = ext.extn_value.as_bytes();
+                if v.len() == 3 && v[0] == 0x0a && v[1] == 1 {
+                    reason = Reason::from_code(v[2].into());
+                }
+            }
+        }
+        entries.push(Entry {
+            serial: rc.serial_number.as_bytes().to_vec(),
+            when,
+            reason,
+        });
+    }
+    Ok((entries, number))
+}
+
+/// Revokes a certificate: signs its issuer's next CRL and rewrites the bundle.
+pub fn revoke(oem: &OemDir, keystore: &dyn KeyStore, req: &RevokeRequest) -> Result<RevokeReport> {
+    let der = pki::cert_der(&req.cert).map_err(|problem| Error::Corrupt {
+        path: req.cert_path.clone(),
+        problem,
+    })?;
+    let cert = x509_cert::Certificate::from_der(&der).map_err(|e| Error::Corrupt {
+        path: req.cert_path.clone(),
+        problem: e.to_string(),
+    })?;
+    if req.days == 0 || req.days > 3650 {
+        return Err(Error::Usage("--days must be 1 to 3650".into()));
+    }
+    let issuer = known_issuers(oem)?
+        .into_iter()
+        .find(|i| pki::verify_issued_by(&der, &i.der).is_ok())
+        .ok_or_else(|| Error::Chain {
+            path: req.cert_path.clone(),
+            problem: "was not issued by this OEM's device CA nor by the issuing CA of any package \
+                      wrapped from this OEM directory"
+                .into(),
+        })?;
+    if der == issuer.der {
+        return Err(Error::Usage("a CA cannot revoke itself".into()));
+    }
+    if !keystore.contains(&issuer.key) {
+        return Err(Error::NoCrlKey {
+            path: req.cert_path.clone(),
+            issuer: issuer.name.clone(),
+            label: issuer.key.as_str().to_string(),
+        });
+    }
+    let serial = cert.tbs_certificate.serial_number.as_bytes().to_vec();
+    let path = crl_path(oem, &issuer.der);
+    let (mut entries, number) = if path.exists() {
+        read_crl(&path, &issuer.der)?
+    } else {
+        (Vec::new(), 0)
+    };
+    if let Some(e) = entries.iter().find(|e| e.serial == serial) {
+        return Err(Error::AlreadyRevoked {
+            path: req.cert_path.clone(),
+            serial: hex::encode(&serial),
+            since: e.when.unix_timestamp(),
+        });
+    }
+    let now = req.now.replace_nanosecond(0).unwrap_or(req.now);
+    entries.push(Entry {
+        serial: serial.clone(),
+        when: now,
+        reason: Some(req.reason),
+    });
+    let issuer_cert = pki::issuer_from_der(&issuer.der).map_err(|problem| Error::Corrupt {
+        path: oem.path().join("device-ca.pem"),
+        problem,
+    })?;
+    let signer = keystore.signer(&issuer.key)?;
+    let params = CertificateRevocationListParams {
+        this_update: now,
+        next_update: now + time::Duration::days(req.days.into()),
+        crl_number: SerialNumber::from_slice(&(number + 1).to_be_bytes()),
+        issuing_distribution_point: None,
+        revoked_certs: entries
+            .iter()
+            .map(|e| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&e.serial),
+                revocation_time: e.when,
+                reason_code: e.reason.map(Reason::rcgen),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let rkey = RcgenKey(signer.as_ref());
+    let iss = Issuer::from_params(&issuer_cert.params, rkey);
+    let crl = params
+        .signed_by(&iss)
+        .map_err(|e| Error::Usage(format!("CRL: {e}")))?;
+    let pem = crl.pem().map_err(|e| Error::Usage(format!("CRL: {e}")))?;
+    let dir = oem.path().join(CRL_DIR);
+    if !dir.is_dir() {
+        std::fs::create_dir(&dir).at(&dir)?;
+    }
+    crate::fsutil::write_replace(&path, pem.as_bytes())?;
+    let bundle = write_bundle(oem)?;
+    oem.audit().append(
+        &req.operator,
+        crate::audit::Event::Revoke {
+            serial: hex::encode(&serial),
+            subject: cert.tbs_certificate.subject.to_string(),
+            issuer: issuer.name.clone(),
+            reason: req.reason.name().into(),
+            crl_number: number + 1,
+            crl_sha256: hex::encode(sha256(crl.der())),
+        },
+    )?;
+    Ok(RevokeReport {
+        serial: hex::encode(&serial),
+        subject: cert.tbs_certificate.subject.to_string(),
+        issuer: issuer.name,
+        crl: path,
+        crl_number: number + 1,
+        revoked_count: entries.len(),
+        bundle,
+        reason: req.reason.name(),
+    })
+}
+
+/// Rewrites `OEM_DIR/crl.pem` from the per-issuer CRLs (sorted by file name).
+fn write_bundle(oem: &OemDir) -> Result<PathBuf> {
+    let dir = oem.path().join(CRL_DIR);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .at(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pem"))
+        .collect();
+    files.sort();
+    let mut out = String::new();
+    for f in files {
+        out.push_str(&std::fs::read_to_string(&f).at(&f)?);
+    }
+    let bundle = oem.path().join(CRL_BUNDLE);
+    crate::fsutil::write_replace(&bundle, out.as_bytes())?;
+    Ok(bundle)
+}
