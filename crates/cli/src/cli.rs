@@ -133,6 +133,14 @@ pub enum Command {
     /// boot, update), driven through the SBM's connection protocol.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// In the field: two provisioned devices authenticate each other (docs/formats.md §19).
+    ///
+    /// DEVICE_A sends its certificate chain and a fresh nonce; DEVICE_B validates the chain to
+    /// the OEM root it holds (in its SBM), checks OEM and product (and revocation with --crl),
+    /// and answers with its own chain, nonce and signature over the transcript; A does the same
+    /// checks and signs. Private keys stay in the SBMs; nothing is written to either device.
+    /// Prints both identities and the outcome; a refusal names its reason and exits non-zero.
+    Auth(crate::auth::AuthArgs),
     /// Run the supply chain end to end on the embedded defaults, in a temporary directory,
     /// and print what it made.
     Demo {

@@ -201,6 +201,7 @@ pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
             }
         }
         Command::Guardian(cmd) => crate::production::run_guardian(cmd, pass_file)?,
+        Command::Auth(a) => crate::auth::run(a)?,
         Command::Demo { keep } => demo::run(keep.as_deref())?,
     }
     Ok(())

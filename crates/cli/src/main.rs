@@ -3,6 +3,7 @@
 //! message with a hint and a non-zero exit code.
 #![forbid(unsafe_code)]
 
+mod auth;
 mod cli;
 mod commands;
 mod demo;

@@ -51,7 +51,7 @@ pub mod sim;
 mod verify;
 
 pub use endpoint::{Endpoint, KeystoreEndpoint, SbmEndpoint};
-pub use verify::{challenge_message, CertIdentity};
+pub use verify::{challenge_message, read_crls, CertIdentity};
 
 /// Why a peer was refused. Each reason has a stable code (§19.6), shown in
 /// the CLI and JSON output; the codes never change meaning.

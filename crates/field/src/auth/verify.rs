@@ -109,6 +109,28 @@ impl CertIdentity {
     }
 }
 
+/// The CRLs of a file: one DER CRL, or any number of PEM ones
+/// (`-----BEGIN X509 CRL-----`, as in `OEM_DIR/crl.pem`). Each must parse.
+pub fn read_crls(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let ders = if bytes.starts_with(b"-----BEGIN") {
+        rustls_pki_types::CertificateRevocationListDer::pem_slice_iter(bytes)
+            .map(|c| c.map(|c| c.to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("not PEM X509 CRLs: {e}"))?
+    } else {
+        vec![bytes.to_vec()]
+    };
+    if ders.is_empty() {
+        return Err("no X509 CRL in the PEM file".into());
+    }
+    for (i, der) in ders.iter().enumerate() {
+        BorrowedCertRevocationList::from_der(der)
+            .map_err(|e| format!("CRL {}: not a DER CRL: {e:?}", i + 1))?;
+    }
+    Ok(ders)
+}
+
 fn time(now: u64) -> UnixTime {
     UnixTime::since_unix_epoch(std::time::Duration::from_secs(now))
 }
