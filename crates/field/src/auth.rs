@@ -359,12 +359,7 @@ impl<'e> Side<'e> {
                 wire::MAX_CONTEXT_LEN
             )));
         }
-        let leaf = endpoint
-            .chain()
-            .first()
-            .ok_or_else(|| Error::Identity("this side has no certificate".into()))?;
-        let me = CertIdentity::from_leaf(leaf)
-            .map_err(|e| Error::Identity(format!("this side's certificate: {e}")))?;
+        let me = endpoint.identity().clone();
         if me.oem_id.is_none() {
             return Err(Error::Identity(
                 "this side's certificate carries no OEM ID".into(),

@@ -172,7 +172,7 @@ fn two_devices_authenticate_each_other() {
         m.a_sees.transcript_hash()
     );
     // Nothing was written to disk either: reopening gives the same device.
-    let reopened = SimDevice::open(a.dir()).unwrap();
+    let reopened = SimDevice::open(o.dir.path().join("a")).unwrap();
     assert_eq!(state(&reopened).flash, state(&a).flash);
     assert_eq!(state(&reopened).fields, state(&a).fields);
 }

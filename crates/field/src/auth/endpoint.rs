@@ -12,6 +12,8 @@ use super::{Error, Reason};
 pub trait Endpoint {
     /// This side's chain, leaf first (as GET_CERT_CHAIN returns it).
     fn chain(&self) -> &[Vec<u8>];
+    /// What this side's leaf says (read once, when the endpoint is made).
+    fn identity(&self) -> &CertIdentity;
     /// The OEM root this side trusts (DER).
     fn root(&self) -> &[u8];
     /// Signs `th` under `label` as SIGN_CHALLENGE does (§11.5): ECDSA P-256
@@ -27,14 +29,28 @@ pub trait Endpoint {
 pub struct SbmEndpoint<'p, T: Transport> {
     prog: &'p mut Programmer<T>,
     chain: Vec<Vec<u8>>,
+    identity: CertIdentity,
     root: Vec<u8>,
+}
+
+fn own_identity(chain: &[Vec<u8>]) -> Result<CertIdentity, Error> {
+    let leaf = chain
+        .first()
+        .ok_or_else(|| Error::Identity("no certificate".into()))?;
+    CertIdentity::from_leaf(leaf).map_err(|e| Error::Identity(format!("own certificate: {e}")))
 }
 
 impl<'p, T: Transport> SbmEndpoint<'p, T> {
     /// Reads the device's chain and root (GET_CERT_CHAIN).
     pub fn new(prog: &'p mut Programmer<T>) -> Result<Self, Error> {
         let (chain, root) = prog.cert_chain()?;
-        Ok(Self { prog, chain, root })
+        let identity = own_identity(&chain)?;
+        Ok(Self {
+            prog,
+            chain,
+            identity,
+            root,
+        })
     }
 
     /// The device's link.
@@ -61,6 +77,9 @@ impl<T: Transport> Endpoint for SbmEndpoint<'_, T> {
     fn chain(&self) -> &[Vec<u8>] {
         &self.chain
     }
+    fn identity(&self) -> &CertIdentity {
+        &self.identity
+    }
     fn root(&self) -> &[u8] {
         &self.root
     }
@@ -81,17 +100,15 @@ impl<T: Transport> Endpoint for SbmEndpoint<'_, T> {
 pub struct KeystoreEndpoint {
     signer: Box<dyn Signer>,
     chain: Vec<Vec<u8>>,
+    identity: CertIdentity,
     root: Vec<u8>,
 }
 
 impl KeystoreEndpoint {
     /// `chain` is leaf first; its leaf must certify `signer`'s key.
     pub fn new(signer: Box<dyn Signer>, chain: Vec<Vec<u8>>, root: Vec<u8>) -> Result<Self, Error> {
-        let leaf = chain
-            .first()
-            .ok_or_else(|| Error::Identity("no certificate".into()))?;
-        let id = CertIdentity::from_leaf(leaf).map_err(Error::Identity)?;
-        if id.public_key != signer.public_key().0 {
+        let identity = own_identity(&chain)?;
+        if identity.public_key != signer.public_key().0 {
             return Err(Error::Identity(
                 "the leaf certificate is not for the keystore key".into(),
             ));
@@ -99,6 +116,7 @@ impl KeystoreEndpoint {
         Ok(Self {
             signer,
             chain,
+            identity,
             root,
         })
     }
@@ -107,6 +125,9 @@ impl KeystoreEndpoint {
 impl Endpoint for KeystoreEndpoint {
     fn chain(&self) -> &[Vec<u8>] {
         &self.chain
+    }
+    fn identity(&self) -> &CertIdentity {
+        &self.identity
     }
     fn root(&self) -> &[u8] {
         &self.root
