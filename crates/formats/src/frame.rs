@@ -27,7 +27,11 @@ pub const MAX_FRAME: usize = HEADER_LEN + MAX_PAYLOAD + TRAILER_LEN;
 /// Bit set in the kind of a response.
 pub const RESPONSE: u8 = 0x80;
 
-const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+/// CRC-32 (ISO-HDLC) computed bit by bit, without the crate's default 1 KiB
+/// lookup table: the same checksum, and the SBM's flash is the scarcer
+/// resource (a 4 KiB frame costs well under the time the UART takes to
+/// carry it).
+const CRC: crc::Crc<u32, crc::NoTable> = crc::Crc::<u32, crc::NoTable>::new(&crc::CRC_32_ISO_HDLC);
 
 /// Commands.
 pub mod cmd {
@@ -338,6 +342,16 @@ mod tests {
             Frame::parse(&buf[..n + 1]),
             Err(FormatError::TrailingBytes { .. })
         ));
+    }
+
+    #[test]
+    fn crc_is_crc32_iso_hdlc() {
+        // The catalogue's check value (CRC RevEng, CRC-32/ISO-HDLC).
+        assert_eq!(CRC.checksum(b"123456789"), 0xCBF4_3926);
+        assert_eq!(
+            CRC.checksum(b"123456789"),
+            crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(b"123456789")
+        );
     }
 
     #[test]
