@@ -16,7 +16,8 @@ The chain, and the commands for each step:
   3. The device                 trustchain device new / provision / install / boot / update
   4. Secure production          trustchain wrap (OEM); guardian init / trust / import / jobs / log,
                                 produce, report (programming centre); oem reconcile (OEM)
-  5. In the field               (device authentication and updates - coming)
+  5. In the field               trustchain auth (device to device); oem server-cert, update-server,
+                                device fetch (secure updates over mutual TLS); oem revoke (CRLs)
 
 Private keys never leave the sealed keystore in the clear. Commands that need them ask for the \
 keystore passphrase: --passphrase-file FILE, else the TRUSTCHAIN_PASSPHRASE environment \
@@ -133,6 +134,16 @@ pub enum Command {
     /// boot, update), driven through the SBM's connection protocol.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// In the field, at the OEM or its cloud: serve the newest release to devices over mutual TLS.
+    ///
+    /// Only a device whose certificate chains to ROOT.pem (client-auth usage) and is on no CRL
+    /// of --crl gets past the TLS handshake; it then gets the newest release of its own product
+    /// in --release (a release directory, or a directory of them; a release mastered for one
+    /// device alone goes in RELEASE_DIR/devices/<UID hex>/). Releases are verified against the
+    /// root at start and never decrypted: the server holds no key that opens them. The server
+    /// presents the identity made by `trustchain oem server-cert` (its keystore passphrase as
+    /// usual). Runs until interrupted; one log line per connection on stderr.
+    UpdateServer(UpdateServerArgs),
     /// In the field: two provisioned devices authenticate each other (docs/formats.md §19).
     ///
     /// DEVICE_A sends its certificate chain and a fresh nonce; DEVICE_B validates the chain to
@@ -202,6 +213,95 @@ pub enum OemCommand {
         #[arg(long)]
         json: bool,
     },
+    /// In the field, at the OEM: revoke a device certificate (or a package's issuing CA, which
+    /// revokes every device produced from that package) with a signed X.509 CRL.
+    ///
+    /// Adds the certificate to its issuer's CRL in OEM_DIR/crl/ (signed by the device CA, or by
+    /// the package's issuing CA key that `wrap` keeps), raises the CRL number, and rewrites
+    /// OEM_DIR/crl.pem, the bundle to give update servers (`update-server --crl`) and devices
+    /// (`auth --crl`). Recorded in OEM_DIR/audit.log.
+    Revoke {
+        /// The OEM directory.
+        oem_dir: PathBuf,
+        /// The certificate to revoke (PEM or DER): a device certificate, or
+        /// OEM_DIR/packages/<id>.issuing-ca.pem.
+        #[arg(long, value_name = "DEVICE_CERT")]
+        cert: PathBuf,
+        /// Why: key-compromise, ca-compromise, superseded, cessation-of-operation, unspecified.
+        #[arg(long, default_value = "key-compromise")]
+        reason: String,
+        /// Days until the CRL's nextUpdate.
+        #[arg(long, value_name = "N", default_value = "30")]
+        days: u32,
+        /// Also copy the CRL bundle to FILE.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// In the field, at the OEM: make an update server's TLS identity, certified by the OEM root.
+    ///
+    /// Creates OUT (which must not exist) holding a new sealed keystore with the server's key
+    /// (`keystore/`, sealed with the passphrase given as usual, or --identity-passphrase-file)
+    /// and its certificate `server.pem` (server-auth usage, the --name DNS names and IP
+    /// addresses). Devices check it against the OEM root they hold.
+    ServerCert {
+        /// The OEM directory.
+        oem_dir: PathBuf,
+        /// A DNS name or IP address devices connect to. Repeat for several.
+        #[arg(long, value_name = "HOST", required = true)]
+        name: Vec<String>,
+        /// Days of validity.
+        #[arg(long, value_name = "N", default_value = "397")]
+        days: u32,
+        /// The identity directory to create.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Seal the server's keystore with the passphrase in FILE instead of the OEM's.
+        #[arg(long, value_name = "FILE")]
+        identity_passphrase_file: Option<PathBuf>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `trustchain update-server`.
+#[derive(Debug, Args)]
+pub struct UpdateServerArgs {
+    /// The release directory (or a directory of release directories) to serve.
+    #[arg(long, value_name = "DIR")]
+    pub release: PathBuf,
+    /// The OEM root certificate that devices must chain to.
+    #[arg(long, value_name = "ROOT.pem")]
+    pub root: PathBuf,
+    /// Where to listen, e.g. 0.0.0.0:8443 (port 0: any free port; the address is printed).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// CRLs to honour (OEM_DIR/crl.pem from `trustchain oem revoke`).
+    #[arg(long, value_name = "FILE")]
+    pub crl: Option<PathBuf>,
+    /// The server identity made by `trustchain oem server-cert`.
+    #[arg(long, value_name = "DIR")]
+    pub identity: PathBuf,
+}
+
+/// Where `oem init` and `guardian init` put the keys when not in the sealed keystore.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Generate the keys inside a PKCS#11 token (an HSM): the path of its PKCS#11 library,
+    /// e.g. /usr/lib/softhsm/libsofthsm2.so for SoftHSM2. Needs --token.
+    #[arg(long, value_name = "PATH", requires = "token")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// The label of the token, as initialised with the HSM's tools (SoftHSM2:
+    /// `softhsm2-util --init-token --free --label LABEL`). Needs --pkcs11-module.
+    #[arg(long, value_name = "LABEL", requires = "pkcs11_module")]
+    pub token: Option<String>,
+    /// Read the token's user PIN from the first line of FILE (without it: --passphrase-file,
+    /// TRUSTCHAIN_PASSPHRASE, or the prompt). Needs --pkcs11-module.
+    #[arg(long, value_name = "FILE", requires = "pkcs11_module")]
+    pub pin_file: Option<PathBuf>,
 }
 
 /// `trustchain produce`.
@@ -401,6 +501,25 @@ pub enum DeviceCommand {
         device_dir: PathBuf,
         /// The release directory.
         release_dir: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// In the field: the application downloads the newest release from an update server into
+    /// the staging area; the next `device boot` has the SBM verify and apply it.
+    ///
+    /// Mutual TLS 1.3: the device presents its certificate chain (the SBM signs the handshake;
+    /// the key never leaves it) and trusts only its OEM root for the server. The download is
+    /// bounded by the size the UPK signs; a rollback, a truncated or endless download and an
+    /// image that is not the one the UPK signs are refused before the SBM is asked, and the SBM
+    /// checks signature, OEM, product and UID before it writes. On any refusal the device is
+    /// unchanged; the running application and the signature table are untouched until the boot.
+    Fetch {
+        /// The device directory.
+        device_dir: PathBuf,
+        /// The update server, https://HOST[:PORT].
+        #[arg(long, value_name = "URL")]
+        server: String,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,

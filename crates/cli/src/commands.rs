@@ -201,6 +201,39 @@ pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
             }
         }
         Command::Guardian(cmd) => crate::production::run_guardian(cmd, pass_file)?,
+        Command::Oem(OemCommand::Revoke {
+            oem_dir,
+            cert,
+            reason,
+            days,
+            out,
+            json,
+        }) => crate::field::run_revoke(
+            &oem_dir,
+            &cert,
+            &reason,
+            days,
+            out.as_deref(),
+            json,
+            pass_file,
+        )?,
+        Command::Oem(OemCommand::ServerCert {
+            oem_dir,
+            name,
+            days,
+            out,
+            identity_passphrase_file,
+            json,
+        }) => crate::field::run_server_cert(
+            &oem_dir,
+            &name,
+            days,
+            &out,
+            identity_passphrase_file.as_deref(),
+            json,
+            pass_file,
+        )?,
+        Command::UpdateServer(a) => crate::field::run_update_server(a, pass_file)?,
         Command::Auth(a) => crate::auth::run(a)?,
         Command::Demo { keep } => demo::run(keep.as_deref())?,
     }

@@ -1,7 +1,7 @@
 //! `trustchain demo`: the supply chain end to end on the embedded defaults,
 //! in a temporary directory. At this stage: the OEM's desk (hierarchy,
 //! product, mastering) and the checks anyone can run on a release.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use trustchain_device_sim::{Geometry, SimDevice};
 use trustchain_oem::crypto::sha256;
@@ -428,6 +428,8 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
         rec.issued, rec.count
     );
 
+    field_steps(&root, &oem, &ks, &pass, &req, &dev_dir)?;
+
     println!("\nmade:");
     for rel_path in [
         "oem/root.pem",
@@ -446,6 +448,9 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
         "job-thermostat.tcpkg",
         "production/",
         "report-job1.tcrep",
+        "release-1.2.0/",
+        "update-server/server.pem",
+        "oem/crl.pem",
     ] {
         println!("  {}", root.join(rel_path).display());
     }
@@ -455,6 +460,175 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
     );
     if keep.is_none() {
         println!("(temporary directory removed; pass --keep DIR to keep it)");
+    }
+    Ok(())
+}
+
+/// Steps 16 to 18: in the field.
+fn field_steps(
+    root: &Path,
+    oem: &OemDir,
+    ks: &dyn trustchain_oem::keystore::KeyStore,
+    pass: &Passphrase,
+    req: &MasterRequest,
+    lab_device: &Path,
+) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use trustchain_field::auth::{sim::authenticate, Policy};
+    use trustchain_field::update::{fetch, Catalogue, ServerOptions, UpdateServer};
+
+    let mut produced: Vec<PathBuf> = std::fs::read_dir(root.join("production"))
+        .at(root.join("production"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("device.toml").exists())
+        .collect();
+    produced.sort();
+    let (Some(a_dir), Some(b_dir)) = (produced.first(), produced.get(1)) else {
+        return Err(demo_err("fewer than two produced devices"));
+    };
+
+    step(
+        16,
+        "Field: two produced devices authenticate each other (chains to the OEM root, signed transcript)",
+    );
+    {
+        let mut a = SimDevice::open(a_dir).map_err(demo_err)?;
+        let mut b = SimDevice::open(b_dir).map_err(demo_err)?;
+        let now = unix_now();
+        let out = authenticate(&mut a, &mut b, Policy::at(now), Policy::at(now))
+            .map_err(|f| demo_err(f.error))?;
+        match out.result {
+            Ok(_) => println!(
+                "    device {} and device {} authenticated each other in {} messages; the keys never left their SBMs",
+                out.a.uid,
+                out.b.uid,
+                out.messages.len()
+            ),
+            Err(f) => return Err(demo_err(f.error)),
+        }
+    }
+
+    step(
+        17,
+        "Field: release 1.2.0 is mastered and served over mutual TLS; a device fetches it and the SBM applies it at boot",
+    );
+    let mut next = req.clone();
+    next.version = Version {
+        major: 1,
+        minor: 2,
+        patch: 0,
+    };
+    next.out = root.join("release-1.2.0");
+    master_release(oem, ks, &next, &|_, _| {})?;
+    let identity = root.join("update-server");
+    trustchain_oem::server::create_identity(
+        oem,
+        ks,
+        &["127.0.0.1".into(), "localhost".into()],
+        30,
+        &identity,
+        pass,
+        KdfParams::RECOMMENDED,
+    )?;
+    let root_der = oem.root_der()?;
+    let serve = |crls| -> Result<(UpdateServer, String)> {
+        let id = trustchain_oem::server::open_identity(&identity, pass)?;
+        let server = UpdateServer::bind(ServerOptions {
+            catalogue: Catalogue::load(&next.out, &root_der).map_err(demo_err)?,
+            root_der: root_der.clone(),
+            crls,
+            chain: vec![id.cert_der],
+            key: Arc::from(id.key),
+            listen: "127.0.0.1:0".parse().map_err(demo_err)?,
+        })
+        .map_err(demo_err)?;
+        let url = format!("https://{}", server.local_addr());
+        Ok((server, url))
+    };
+    let (server, url) = serve(vec![])?;
+    let stop = AtomicBool::new(false);
+    let addr = server.local_addr();
+    std::thread::scope(|scope| -> Result<()> {
+        scope.spawn(|| server.serve(&stop, &|_| {}));
+        let result = (|| -> Result<()> {
+            let f = fetch(a_dir, &url).map_err(demo_err)?;
+            println!(
+                "    {} fetched {} ({} bytes) from {url}: staged, signature table untouched",
+                a_dir.display(),
+                f.version,
+                f.size
+            );
+            let mut a = SimDevice::open(a_dir).map_err(demo_err)?;
+            let outcome = SimLink::new(&mut a).map_err(demo_err)?.boot();
+            a.save().map_err(demo_err)?;
+            print_boot(outcome)
+        })();
+        stop.store(true, Ordering::SeqCst);
+        UpdateServer::wake(addr);
+        result
+    })?;
+
+    step(
+        18,
+        "Field: the OEM revokes the lab device; the update server refuses it, the device is unchanged",
+    );
+    let chain = {
+        let mut d = SimDevice::open(lab_device).map_err(demo_err)?;
+        Programmer::new(SimLink::new(&mut d).map_err(demo_err)?)
+            .cert_chain()
+            .map_err(demo_err)?
+            .0
+    };
+    let r = trustchain_oem::revoke::revoke(
+        oem,
+        ks,
+        &trustchain_oem::revoke::RevokeRequest {
+            cert: chain[0].clone(),
+            cert_path: lab_device.join("certificate"),
+            reason: trustchain_oem::revoke::Reason::KeyCompromise,
+            days: 30,
+            operator: "demo".into(),
+            now: time::OffsetDateTime::now_utc(),
+        },
+    )?;
+    println!(
+        "    CRL number {} of the device CA lists serial {}; bundle {}",
+        r.crl_number,
+        r.serial,
+        r.bundle.display()
+    );
+    let crls = trustchain_field::crl::load(&r.bundle).map_err(demo_err)?;
+    let (server, url) = serve(crls)?;
+    let stop = AtomicBool::new(false);
+    let addr = server.local_addr();
+    std::thread::scope(|scope| -> Result<()> {
+        scope.spawn(|| server.serve(&stop, &|_| {}));
+        let result = match fetch(lab_device, &url) {
+            Err(e) => {
+                println!("    the revoked device: {e}");
+                Ok(())
+            }
+            Ok(_) => Err(Error::Crypto("demo: a revoked device was served")),
+        };
+        stop.store(true, Ordering::SeqCst);
+        UpdateServer::wake(addr);
+        result
+    })?;
+    // Device-to-device: B, given the CRL, refuses the revoked lab device too.
+    let mut lab = SimDevice::open(lab_device).map_err(demo_err)?;
+    let mut b = SimDevice::open(b_dir).map_err(demo_err)?;
+    let mut policy = Policy::at(unix_now());
+    policy.crls = trustchain_field::crl::load(&r.bundle)
+        .map_err(demo_err)?
+        .into_iter()
+        .map(|c| c.as_ref().to_vec())
+        .collect();
+    let out = authenticate(&mut lab, &mut b, Policy::at(unix_now()), policy)
+        .map_err(|f| demo_err(f.error))?;
+    match out.result {
+        Err(f) => println!("    device {} refuses it as a peer: {}", out.b.uid, f.error),
+        Ok(_) => return Err(Error::Crypto("demo: a revoked peer was authenticated")),
     }
     Ok(())
 }

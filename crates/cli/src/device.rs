@@ -222,6 +222,11 @@ pub fn run(cmd: DeviceCommand, pass_file: Option<&Path>) -> Result<(), CliError>
             let outcome = outcome.unwrap_or(BootOutcome::Recovery(trustchain_sbm::Status::NoImage));
             report_boot(&device_dir, outcome, json, "updated to")?;
         }
+        DeviceCommand::Fetch {
+            device_dir,
+            server,
+            json,
+        } => crate::field::run_fetch(&device_dir, &server, json)?,
     }
     Ok(())
 }

@@ -35,6 +35,17 @@ pub enum CliError {
         /// Why.
         source: LabError,
     },
+    /// A field operation (update server set-up, CRL file) failed.
+    #[error("{0}")]
+    Field(String),
+    /// A device's fetch from an update server was refused; the device is unchanged.
+    #[error("{}: {source}", dir.display())]
+    Fetch {
+        /// The device directory.
+        dir: PathBuf,
+        /// Why.
+        source: trustchain_field::update::FetchError,
+    },
     /// The device did not boot a verified application.
     #[error("{}: the SBM stays in recovery: {}", dir.display(), status.describe())]
     NoApplication {
@@ -63,11 +74,26 @@ impl CliError {
                 "a device is provisioned once; use a new blank device (`trustchain device new`)"
                     .into(),
             ),
+            CliError::Fetch { source, .. } => Some(fetch_hint(source).into()),
             CliError::NoApplication { .. } => Some(
                 "install a release with `trustchain device install DEVICE_DIR RELEASE_DIR`".into(),
             ),
             _ => None,
         }
+    }
+}
+
+fn fetch_hint(e: &trustchain_field::update::FetchError) -> &'static str {
+    use trustchain_field::update::FetchError as F;
+    match e {
+        F::Tls { .. } => "the device and the server must chain to the same OEM root, the device must not be revoked, and the server's certificate must name the host in the URL; the device is unchanged",
+        F::Connect { .. } | F::Url(_) => "check the URL (https://HOST[:PORT]) and that `trustchain update-server` runs there",
+        F::Refused(s) => refusal_hint(*s),
+        F::Rollback { .. } => "the server offers an older release than the device runs; nothing was downloaded",
+        F::EndlessData { .. } | F::Truncated { .. } | F::MixAndMatch { .. } | F::BadUpk(_) => {
+            "the server sent something other than the release it signs; the device is unchanged and keeps running its release"
+        }
+        _ => "the device kept its previous state",
     }
 }
 

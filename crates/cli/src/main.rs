@@ -9,6 +9,7 @@ mod commands;
 mod demo;
 mod device;
 mod error;
+mod field;
 mod passphrase;
 mod production;
 

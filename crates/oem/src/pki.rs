@@ -56,7 +56,7 @@ pub(crate) fn der_uint(v: u64) -> Vec<u8> {
 }
 
 /// DER ECDSA-Sig-Value (RFC 3279 §2.2.3) from a fixed `r || s` signature.
-pub(crate) fn ecdsa_sig_der(fixed: &[u8; 64]) -> Vec<u8> {
+pub fn ecdsa_sig_der(fixed: &[u8; 64]) -> Vec<u8> {
     fn int(v: &[u8]) -> Vec<u8> {
         let first = v.iter().position(|&b| b != 0).unwrap_or(v.len() - 1);
         let mut body = v[first..].to_vec();
