@@ -479,7 +479,9 @@ pub fn issuer_from_der(der: &[u8]) -> std::result::Result<IssuerCert, String> {
     })
 }
 
-/// Issues a device certificate from a product's template.
+/// Issues a device certificate from a product's template (§14 of
+/// `docs/formats.md`). One certificate; a Guardian issuing many for a job
+/// prepares a [`DeviceCertIssuer`] once instead.
 pub fn issue_device_cert(
     template: &crate::template::Template,
     vars: &std::collections::BTreeMap<&str, String>,
@@ -488,6 +490,374 @@ pub fn issue_device_cert(
     product_id: ProductId,
     issuer: &IssuerCert,
     issuer_key: &dyn Signer,
+) -> std::result::Result<Vec<u8>, String> {
+    DeviceCertIssuer::new(
+        template,
+        &issuer.der,
+        issuer_key.public_key(),
+        oem_id,
+        product_id,
+    )?
+    .issue(vars, device_key, issuer_key)
+}
+
+/// DER of the signatureAlgorithm ecdsa-with-SHA256 (RFC 5758 §3.2, no parameters).
+const ECDSA_WITH_SHA256: &[u8] = &[
+    0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
+];
+/// The P-256 SubjectPublicKeyInfo up to the 65-byte point (RFC 5480 §2):
+/// id-ecPublicKey, prime256v1, BIT STRING of 66 bytes with 0 unused bits.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+/// Universal tags used below (X.690 §8).
+mod tag {
+    pub const INTEGER: u8 = 0x02;
+    pub const BIT_STRING: u8 = 0x03;
+    pub const OCTET_STRING: u8 = 0x04;
+    pub const OID: u8 = 0x06;
+    pub const UTF8_STRING: u8 = 0x0c;
+    pub const PRINTABLE_STRING: u8 = 0x13;
+    pub const UTC_TIME: u8 = 0x17;
+    pub const GENERALIZED_TIME: u8 = 0x18;
+    pub const SEQUENCE: u8 = 0x30;
+    pub const SET: u8 = 0x31;
+    /// `[0]` EXPLICIT (the TBSCertificate version).
+    pub const CONTEXT_0: u8 = 0xa0;
+    /// `[3]` EXPLICIT (the TBSCertificate extensions).
+    pub const CONTEXT_3: u8 = 0xa3;
+}
+
+/// Appends a DER definite length (X.690 §8.1.3: short form below 128,
+/// else the minimal long form).
+fn der_len(out: &mut Vec<u8>, len: usize) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = (len as u64).to_be_bytes();
+        let first = bytes.iter().position(|&b| b != 0).unwrap_or(7);
+        out.push(0x80 | (8 - first) as u8);
+        out.extend_from_slice(&bytes[first..]);
+    }
+}
+
+/// Appends the TLV `tag`, `content`.
+fn der_tlv(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
+    out.push(tag);
+    der_len(out, content.len());
+    out.extend_from_slice(content);
+}
+
+/// The 91-byte SubjectPublicKeyInfo of a P-256 point.
+fn p256_spki(key: &PublicKey) -> [u8; 91] {
+    let mut spki = [0u8; 91];
+    spki[..26].copy_from_slice(&P256_SPKI_PREFIX);
+    spki[26..].copy_from_slice(&key.0);
+    spki
+}
+
+/// The key identifier of §7: the first 20 bytes of SHA-256 over the whole SPKI.
+fn key_identifier(key: &PublicKey) -> [u8; 20] {
+    let mut ki = [0u8; 20];
+    ki.copy_from_slice(&sha256(&p256_spki(key))[..20]);
+    ki
+}
+
+/// An Extension (RFC 5280 §4.1): `oid` is the DER content of the OID.
+fn der_extension(out: &mut Vec<u8>, oid: &[u8], critical: bool, value: &[u8]) {
+    let mut ext = Vec::with_capacity(oid.len() + value.len() + 8);
+    der_tlv(&mut ext, tag::OID, oid);
+    if critical {
+        ext.extend_from_slice(&[0x01, 0x01, 0xff]);
+    }
+    der_tlv(&mut ext, tag::OCTET_STRING, value);
+    der_tlv(out, tag::SEQUENCE, &ext);
+}
+
+/// The DER content bytes of an OID under [`OID_ARC`] (X.690 §8.19).
+fn arc_oid_content(arc: &[u64]) -> Vec<u8> {
+    let mut out = vec![(arc[0] * 40 + arc[1]) as u8];
+    for &n in &arc[2..] {
+        let mut groups = vec![(n & 0x7f) as u8];
+        let mut v = n >> 7;
+        while v > 0 {
+            groups.push(0x80 | (v & 0x7f) as u8);
+            v >>= 7;
+        }
+        out.extend(groups.iter().rev());
+    }
+    out
+}
+
+/// A Time (RFC 5280 §4.1.2.5): UTCTime for 1950 to 2049, GeneralizedTime otherwise.
+fn der_time(out: &mut Vec<u8>, t: OffsetDateTime) {
+    let (y, m, d) = (t.year(), u8::from(t.month()), t.day());
+    let (hh, mm, ss) = (t.hour(), t.minute(), t.second());
+    if (1950..2050).contains(&y) {
+        let s = format!("{:02}{m:02}{d:02}{hh:02}{mm:02}{ss:02}Z", y % 100);
+        der_tlv(out, tag::UTC_TIME, s.as_bytes());
+    } else {
+        let s = format!("{y:04}{m:02}{d:02}{hh:02}{mm:02}{ss:02}Z");
+        der_tlv(out, tag::GENERALIZED_TIME, s.as_bytes());
+    }
+}
+
+/// Whether `v` is a PrintableString (X.680 §41.4: letters, digits, space and `'()+,-./:=?`).
+fn is_printable(v: &str) -> bool {
+    v.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b" '()+,-./:=?".contains(&b))
+}
+
+/// A job's device certificates, prepared once: everything of §14 that is
+/// the same for every device of the job (issuer name, key usages, the
+/// authority key identifier, the OEM and product extensions) is encoded
+/// here, so that issuing one certificate encodes only the device's fields
+/// (serial, validity, subject, key, its key identifier) and signs.
+#[derive(Debug, Clone)]
+pub struct DeviceCertIssuer {
+    template: crate::template::Template,
+    /// The issuer Name: the issuing CA's subject re-encoded (§14).
+    issuer_name: Vec<u8>,
+    /// AKI, keyUsage, extKeyUsage (if any), encoded.
+    ext_before_ski: Vec<u8>,
+    /// basicConstraints, OEM ID, product ID, encoded.
+    ext_after_ski: Vec<u8>,
+    issuer_key: PublicKey,
+}
+
+impl DeviceCertIssuer {
+    /// Prepares issuance under the CA certificate `issuer_der`, whose key
+    /// is `issuer_key` (refused if the certificate holds another key).
+    pub fn new(
+        template: &crate::template::Template,
+        issuer_der: &[u8],
+        issuer_key: &PublicKey,
+        oem_id: OemId,
+        product_id: ProductId,
+    ) -> std::result::Result<Self, String> {
+        template.check()?;
+        let ca = x509_cert::Certificate::from_der(issuer_der).map_err(|e| e.to_string())?;
+        if cert_public_key(&ca).as_ref() != Some(issuer_key) {
+            return Err("the issuing key is not the key of the issuing CA certificate".into());
+        }
+        // The issuer name, as rcgen re-encoded it: CN and O, each its own
+        // RDN, UTF8String (§14).
+        let mut rdns = Vec::new();
+        for rdn in ca.tbs_certificate.subject.0.iter() {
+            for atv in rdn.0.iter() {
+                let value = atv
+                    .value
+                    .decode_as::<x509_cert::der::asn1::Utf8StringRef<'_>>()
+                    .map(|s| s.as_str().to_string())
+                    .or_else(|_| {
+                        atv.value
+                            .decode_as::<x509_cert::der::asn1::PrintableStringRef<'_>>()
+                            .map(|s| s.as_str().to_string())
+                    })
+                    .map_err(|e| format!("issuer name: {e}"))?;
+                let oid = match atv.oid.to_string().as_str() {
+                    "2.5.4.3" => [0x55, 0x04, 0x03],
+                    "2.5.4.10" => [0x55, 0x04, 0x0a],
+                    other => {
+                        return Err(format!(
+                            "issuer name has an attribute trustchain does not write ({other})"
+                        ))
+                    }
+                };
+                push_rdn(&mut rdns, &oid, tag::UTF8_STRING, &value);
+            }
+        }
+        let mut issuer_name = Vec::with_capacity(rdns.len() + 4);
+        der_tlv(&mut issuer_name, tag::SEQUENCE, &rdns);
+
+        let mut before = Vec::new();
+        // authorityKeyIdentifier: SEQUENCE { [0] keyIdentifier }.
+        let mut aki = vec![0x30, 0x16, 0x80, 0x14];
+        aki.extend_from_slice(&key_identifier(issuer_key));
+        der_extension(&mut before, &[0x55, 0x1d, 0x23], false, &aki);
+        // keyUsage (critical): digitalSignature (bit 0), keyAgreement (bit 4).
+        let ka = template.key_usages.iter().any(|k| k == "key_agreement");
+        let ku: &[u8] = if ka {
+            &[0x03, 0x02, 0x03, 0x88]
+        } else {
+            &[0x03, 0x02, 0x07, 0x80]
+        };
+        der_extension(&mut before, &[0x55, 0x1d, 0x0f], true, ku);
+        if !template.extended_key_usages.is_empty() {
+            let mut purposes = Vec::new();
+            for k in &template.extended_key_usages {
+                // id-kp-serverAuth 1.3.6.1.5.5.7.3.1, id-kp-clientAuth .2.
+                let last = if k == "server_auth" { 0x01 } else { 0x02 };
+                der_tlv(
+                    &mut purposes,
+                    tag::OID,
+                    &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, last],
+                );
+            }
+            let mut eku = Vec::new();
+            der_tlv(&mut eku, tag::SEQUENCE, &purposes);
+            der_extension(&mut before, &[0x55, 0x1d, 0x25], false, &eku);
+        }
+        let mut after = Vec::new();
+        // basicConstraints (critical), cA FALSE: an empty SEQUENCE.
+        der_extension(&mut after, &[0x55, 0x1d, 0x13], true, &[0x30, 0x00]);
+        der_extension(
+            &mut after,
+            &arc_oid_content(&OID_OEM_ID),
+            false,
+            &der_uint(oem_id.get().into()),
+        );
+        der_extension(
+            &mut after,
+            &arc_oid_content(&OID_PRODUCT_ID),
+            false,
+            &der_uint(product_id.get().into()),
+        );
+        Ok(Self {
+            template: template.clone(),
+            issuer_name,
+            ext_before_ski: before,
+            ext_after_ski: after,
+            issuer_key: issuer_key.clone(),
+        })
+    }
+
+    /// Issues the certificate of `device_key` with the template's
+    /// placeholders filled from `vars`: a fresh random serial, valid from
+    /// an hour ago, signed by `issuer_key` (which must be this issuer's).
+    pub fn issue(
+        &self,
+        vars: &std::collections::BTreeMap<&str, String>,
+        device_key: &PublicKey,
+        issuer_key: &dyn Signer,
+    ) -> std::result::Result<Vec<u8>, String> {
+        if issuer_key.public_key() != &self.issuer_key {
+            return Err("the signing key is not the issuing CA's key".into());
+        }
+        let mut serial = [0u8; 16];
+        SystemEntropy.fill(&mut serial).map_err(|e| e.to_string())?;
+        serial[0] = (serial[0] & 0x7f) | 0x01;
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or(OffsetDateTime::now_utc());
+        let tbs = self.tbs(vars, device_key, &serial, now)?;
+        let sig = issuer_key.sign(&tbs).map_err(|e| e.to_string())?;
+        let sig = ecdsa_sig_der(&sig);
+        // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }
+        let mut body = Vec::with_capacity(tbs.len() + ECDSA_WITH_SHA256.len() + sig.len() + 4);
+        body.extend_from_slice(&tbs);
+        body.extend_from_slice(ECDSA_WITH_SHA256);
+        body.push(tag::BIT_STRING);
+        der_len(&mut body, sig.len() + 1);
+        body.push(0);
+        body.extend_from_slice(&sig);
+        let mut cert = Vec::with_capacity(body.len() + 4);
+        der_tlv(&mut cert, tag::SEQUENCE, &body);
+        Ok(cert)
+    }
+
+    /// The TBSCertificate (RFC 5280 §4.1) of one device, in the field and
+    /// extension order of §14.
+    fn tbs(
+        &self,
+        vars: &std::collections::BTreeMap<&str, String>,
+        device_key: &PublicKey,
+        serial: &[u8; 16],
+        now: OffsetDateTime,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let subject = self.template.render(vars)?;
+        let mut rdns = Vec::with_capacity(160);
+        push_rdn(
+            &mut rdns,
+            &[0x55, 0x04, 0x03],
+            tag::UTF8_STRING,
+            &subject.common_name,
+        );
+        if let Some(o) = &subject.organization {
+            push_rdn(&mut rdns, &[0x55, 0x04, 0x0a], tag::UTF8_STRING, o);
+        }
+        if let Some(ou) = &subject.organizational_unit {
+            push_rdn(&mut rdns, &[0x55, 0x04, 0x0b], tag::UTF8_STRING, ou);
+        }
+        // RFC 5280 (X.520): serialNumber and countryName are PrintableString.
+        let printable = |field: &str, v: &str| {
+            if is_printable(v) {
+                Ok(())
+            } else {
+                Err(format!("subject.{field} '{v}' is not a PrintableString (letters, digits, space and '()+,-./:=?)"))
+            }
+        };
+        if let Some(sn) = &subject.serial_number {
+            printable("serial_number", sn)?;
+            push_rdn(&mut rdns, &[0x55, 0x04, 0x05], tag::PRINTABLE_STRING, sn);
+        }
+        if let Some(c) = &subject.country {
+            printable("country", c)?;
+            push_rdn(&mut rdns, &[0x55, 0x04, 0x06], tag::PRINTABLE_STRING, c);
+        }
+
+        let mut validity = Vec::with_capacity(34);
+        der_time(&mut validity, now - Duration::hours(1));
+        der_time(
+            &mut validity,
+            if self.template.validity_days == 0 {
+                // RFC 5280 §4.1.2.5: no well-defined expiration date.
+                time::macros::datetime!(9999-12-31 23:59:59 UTC)
+            } else {
+                now + Duration::days(self.template.validity_days.into())
+            },
+        );
+
+        let mut exts = Vec::with_capacity(256);
+        exts.extend_from_slice(&self.ext_before_ski);
+        let mut ski = vec![tag::OCTET_STRING, 20];
+        ski.extend_from_slice(&key_identifier(device_key));
+        der_extension(&mut exts, &[0x55, 0x1d, 0x0e], false, &ski);
+        exts.extend_from_slice(&self.ext_after_ski);
+
+        let mut body = Vec::with_capacity(512);
+        // version [0] EXPLICIT v3(2)
+        body.extend_from_slice(&[tag::CONTEXT_0, 0x03, tag::INTEGER, 0x01, 0x02]);
+        der_tlv(&mut body, tag::INTEGER, serial);
+        body.extend_from_slice(ECDSA_WITH_SHA256);
+        body.extend_from_slice(&self.issuer_name);
+        der_tlv(&mut body, tag::SEQUENCE, &validity);
+        der_tlv(&mut body, tag::SEQUENCE, &rdns);
+        body.extend_from_slice(&p256_spki(device_key));
+        let mut seq = Vec::with_capacity(exts.len() + 4);
+        der_tlv(&mut seq, tag::SEQUENCE, &exts);
+        der_tlv(&mut body, tag::CONTEXT_3, &seq);
+        let mut tbs = Vec::with_capacity(body.len() + 4);
+        der_tlv(&mut tbs, tag::SEQUENCE, &body);
+        Ok(tbs)
+    }
+}
+
+/// Appends one single-attribute RDN: SET { SEQUENCE { type, value } }.
+fn push_rdn(out: &mut Vec<u8>, oid: &[u8], string_tag: u8, value: &str) {
+    let mut atv = Vec::with_capacity(value.len() + oid.len() + 6);
+    der_tlv(&mut atv, tag::OID, oid);
+    der_tlv(&mut atv, string_tag, value.as_bytes());
+    let mut seq = Vec::with_capacity(atv.len() + 3);
+    der_tlv(&mut seq, tag::SEQUENCE, &atv);
+    der_tlv(out, tag::SET, &seq);
+}
+
+/// The rcgen construction the fast path replaced, kept as the reference
+/// the tests compare it with (same serial and time).
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+fn issue_device_cert_rcgen(
+    template: &crate::template::Template,
+    vars: &std::collections::BTreeMap<&str, String>,
+    device_key: &PublicKey,
+    oem_id: OemId,
+    product_id: ProductId,
+    issuer: &IssuerCert,
+    issuer_key: &dyn Signer,
+    serial: [u8; 16],
+    now: OffsetDateTime,
 ) -> std::result::Result<Vec<u8>, String> {
     let subject = template.render(vars)?;
     let mut p = CertificateParams::default();
@@ -515,9 +885,6 @@ pub fn issue_device_cert(
         dn.push(DnType::CountryName, printable("country", c)?);
     }
     p.distinguished_name = dn;
-    let now = OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or(OffsetDateTime::now_utc());
     p.not_before = now - Duration::hours(1);
     p.not_after = if template.validity_days == 0 {
         // RFC 5280 §4.1.2.5: no well-defined expiration date.
@@ -525,9 +892,6 @@ pub fn issue_device_cert(
     } else {
         now + Duration::days(template.validity_days.into())
     };
-    let mut serial = [0u8; 16];
-    SystemEntropy.fill(&mut serial).map_err(|e| e.to_string())?;
-    serial[0] = (serial[0] & 0x7f) | 0x01;
     p.serial_number = Some(SerialNumber::from_slice(&serial));
     p.is_ca = IsCa::ExplicitNoCa;
     p.key_usages = template
@@ -620,5 +984,242 @@ mod tests {
         plain.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let p = issue(&plain, m_key.public_key(), &root, &root_key).unwrap();
         assert!(validate_code_signing(&p.der, &root.der).is_err());
+    }
+
+    /// A root, and an issuing CA under it as `wrap` makes one (§15.7).
+    fn issuing_ca(oem: OemId) -> (EcdsaKey, IssuerCert) {
+        let (root_key, _) = EcdsaKey::generate().unwrap();
+        let mut root_spec = CertSpec::new("Acme Root CA".into(), "Acme".into(), oem, 20);
+        root_spec.ca_path_len = Some(2);
+        let root = self_signed(&root_spec, &root_key).unwrap();
+        let (ca_key, _) = EcdsaKey::generate().unwrap();
+        let mut ca_spec = CertSpec::new("Acme Device CA".into(), "Acme".into(), oem, 15);
+        ca_spec.ca_path_len = Some(1);
+        let ca = issue(&ca_spec, ca_key.public_key(), &root, &root_key).unwrap();
+        // What the Guardian has: the DER only.
+        (ca_key, issuer_from_der(&ca.der).unwrap())
+    }
+
+    fn vars(serial: u64, uid: &str) -> std::collections::BTreeMap<&'static str, String> {
+        [
+            ("serial", format!("{serial:08}")),
+            ("uid", uid.to_string()),
+            ("oem_id", "4660".to_string()),
+            ("product_id", "7".to_string()),
+            ("oem_name", "Acme".to_string()),
+            ("product_name", "Thermostat".to_string()),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    fn templates() -> Vec<crate::template::Template> {
+        use crate::template::{Subject, Template};
+        let full = Template {
+            format: 1,
+            validity_days: 365,
+            key_usages: vec!["digital_signature".into(), "key_agreement".into()],
+            extended_key_usages: vec!["client_auth".into(), "server_auth".into()],
+            subject: Subject {
+                common_name: "{product_name} {serial} of {oem_name} ({oem_id}/{product_id})".into(),
+                organization: Some("{oem_name}".into()),
+                organizational_unit: Some("Line 3 é".into()),
+                serial_number: Some("{uid}".into()),
+                country: Some("FR".into()),
+            },
+        };
+        let bare = Template {
+            format: 1,
+            validity_days: 30_000, // notAfter past 2049: GeneralizedTime
+            key_usages: vec!["digital_signature".into()],
+            extended_key_usages: vec![],
+            subject: Subject {
+                common_name: "{uid}".into(),
+                organization: None,
+                organizational_unit: None,
+                serial_number: None,
+                country: None,
+            },
+        };
+        vec![Template::default(), full, bare]
+    }
+
+    #[test]
+    fn device_cert_fast_path_is_byte_for_byte_the_rcgen_certificate() {
+        let oem = OemId::new(0x1234).unwrap();
+        let product = ProductId::new(7).unwrap();
+        let (ca_key, ca) = issuing_ca(oem);
+        let (dev, _) = EcdsaKey::generate().unwrap();
+        let now = time::macros::datetime!(2026-11-22 10:11:12 UTC);
+        for (i, t) in templates().iter().enumerate() {
+            let v = vars(i as u64 + 1, "0a0b0c0d");
+            let mut serial = [0u8; 16];
+            SystemEntropy.fill(&mut serial).unwrap();
+            serial[0] = (serial[0] & 0x7f) | 0x01;
+            let reference = issue_device_cert_rcgen(
+                t,
+                &v,
+                dev.public_key(),
+                oem,
+                product,
+                &ca,
+                &ca_key,
+                serial,
+                now,
+            )
+            .unwrap();
+            let reference = x509_cert::Certificate::from_der(&reference).unwrap();
+            let fast =
+                DeviceCertIssuer::new(t, &ca.der, ca_key.public_key(), oem, product).unwrap();
+            let tbs = fast.tbs(&v, dev.public_key(), &serial, now).unwrap();
+            assert_eq!(
+                hex::encode(&tbs),
+                hex::encode(reference.tbs_certificate.to_der().unwrap()),
+                "template {i}"
+            );
+            // The whole certificate: parses, re-encodes to itself, verifies under the CA.
+            let cert = fast.issue(&v, dev.public_key(), &ca_key).unwrap();
+            let parsed = x509_cert::Certificate::from_der(&cert).unwrap();
+            assert_eq!(parsed.to_der().unwrap(), cert);
+            assert_eq!(parsed.signature_algorithm, reference.signature_algorithm);
+            verify_issued_by(&cert, &ca.der).unwrap();
+            assert_eq!(cert_public_key(&parsed).as_ref(), Some(dev.public_key()));
+            assert_eq!(cert_oem_id(&parsed), Some(oem));
+            assert_eq!(cert_product_id(&parsed), Some(product));
+        }
+    }
+
+    #[test]
+    fn device_cert_has_the_bytes_formats_md_14_lists() {
+        let oem = OemId::new(0x1234).unwrap();
+        let product = ProductId::new(7).unwrap();
+        let (ca_key, ca) = issuing_ca(oem);
+        let (dev, _) = EcdsaKey::generate().unwrap();
+        let fast = DeviceCertIssuer::new(
+            &crate::template::Template::default(),
+            &ca.der,
+            ca_key.public_key(),
+            oem,
+            product,
+        )
+        .unwrap();
+        let v = vars(1, "01020304");
+        let cert = fast.issue(&v, dev.public_key(), &ca_key).unwrap();
+        let parsed = x509_cert::Certificate::from_der(&cert).unwrap();
+        let tbs = &parsed.tbs_certificate;
+        let h = |b: &[u8]| hex::encode(b);
+        // Version v3; a positive 16-byte serial whose first byte is (b & 0x7f) | 0x01.
+        assert_eq!(tbs.version, x509_cert::Version::V3);
+        let serial = tbs.serial_number.as_bytes();
+        assert_eq!(serial.len(), 16);
+        assert_eq!(serial[0] & 0x81, 0x01);
+        // Issuer: the CA's subject; subject from the default template.
+        let ca_cert = x509_cert::Certificate::from_der(&ca.der).unwrap();
+        assert_eq!(
+            h(&tbs.issuer.to_der().unwrap()),
+            h(&ca_cert.tbs_certificate.subject.to_der().unwrap())
+        );
+        assert_eq!(
+            h(&tbs.issuer.to_der().unwrap()),
+            h(b"\x30\x28\x31\x17\x30\x15\x06\x03\x55\x04\x03\x0c\x0eAcme Device CA\x31\x0d\x30\x0b\x06\x03\x55\x04\x0a\x0c\x04Acme")
+        );
+        assert_eq!(
+            h(&tbs.subject.to_der().unwrap()),
+            h(&[
+                &b"\x30\x40\x31\x1c\x30\x1a\x06\x03\x55\x04\x03\x0c\x13Thermostat 00000001"[..],
+                b"\x31\x0d\x30\x0b\x06\x03\x55\x04\x0a\x0c\x04Acme",
+                b"\x31\x11\x30\x0f\x06\x03\x55\x04\x05\x13\x0801020304",
+            ]
+            .concat())
+        );
+        // notBefore one hour before notAfter's "no well-defined expiry".
+        let nb = tbs.validity.not_before.to_unix_duration().as_secs();
+        let age = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - nb;
+        assert!((3599..3700).contains(&age), "{age}");
+        assert!(h(&tbs.validity.not_after.to_der().unwrap()) == h(b"\x18\x0f99991231235959Z"));
+        assert_eq!(
+            h(&tbs.subject_public_key_info.to_der().unwrap()),
+            h(&p256_spki(dev.public_key()))
+        );
+        // Extensions, in order, byte for byte.
+        let ki = |k: &PublicKey| sha256(&p256_spki(k))[..20].to_vec();
+        let want: Vec<Vec<u8>> = vec![
+            [
+                &hex::decode("301f0603551d23041830168014").unwrap()[..],
+                &ki(ca_key.public_key()),
+            ]
+            .concat(),
+            hex::decode("300e0603551d0f0101ff040403020780").unwrap(),
+            hex::decode("30130603551d25040c300a06082b06010505070302").unwrap(),
+            [
+                &hex::decode("301d0603551d0e04160414").unwrap()[..],
+                &ki(dev.public_key()),
+            ]
+            .concat(),
+            hex::decode("300c0603551d130101ff04023000").unwrap(),
+            hex::decode("3012060a2b0601040181fd5974010404020212 34".replace(' ', "")).unwrap(),
+            hex::decode("3011060a2b0601040181fd597402040302 0107".replace(' ', "")).unwrap(),
+        ];
+        let got: Vec<Vec<u8>> = tbs
+            .extensions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| e.to_der().unwrap())
+            .collect();
+        assert_eq!(
+            got.iter().map(|g| h(g)).collect::<Vec<_>>(),
+            want.iter().map(|w| h(w)).collect::<Vec<_>>()
+        );
+        // The outer signature algorithm and a DER ECDSA-Sig-Value that verifies.
+        assert_eq!(
+            h(&parsed.signature_algorithm.to_der().unwrap()),
+            h(ECDSA_WITH_SHA256)
+        );
+        verify_issued_by(&cert, &ca.der).unwrap();
+    }
+
+    #[test]
+    fn device_cert_issuer_refuses_a_key_that_is_not_the_cas() {
+        let oem = OemId::new(1).unwrap();
+        let product = ProductId::new(1).unwrap();
+        let (ca_key, ca) = issuing_ca(oem);
+        let (other, _) = EcdsaKey::generate().unwrap();
+        let t = crate::template::Template::default();
+        assert!(DeviceCertIssuer::new(&t, &ca.der, other.public_key(), oem, product).is_err());
+        let fast = DeviceCertIssuer::new(&t, &ca.der, ca_key.public_key(), oem, product).unwrap();
+        assert!(fast
+            .issue(&vars(1, "01"), other.public_key(), &other)
+            .is_err());
+        // A serialNumber that is not a PrintableString is refused.
+        assert!(fast
+            .issue(&vars(1, "0_1"), other.public_key(), &ca_key)
+            .unwrap_err()
+            .contains("PrintableString"));
+    }
+
+    #[test]
+    fn der_lengths_are_minimal() {
+        for (len, want) in [
+            (0usize, "00"),
+            (0x7f, "7f"),
+            (0x80, "8180"),
+            (0xff, "81ff"),
+            (0x100, "820100"),
+            (0xffff, "82ffff"),
+            (0x10000, "83010000"),
+        ] {
+            let mut out = vec![];
+            der_len(&mut out, len);
+            assert_eq!(hex::encode(out), want);
+        }
+        assert_eq!(
+            hex::encode(arc_oid_content(&OID_OEM_ID)),
+            "2b0601040181fd597401"
+        );
     }
 }
