@@ -83,32 +83,61 @@ fn append_audit(
     action: &str,
     detail: &str,
 ) -> rusqlite::Result<()> {
-    let last: Option<(i64, Vec<u8>)> = tx
-        .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let (seq, prev) = match last {
-        Some((n, h)) => (n + 1, h),
-        None => (1, vec![0u8; 32]),
-    };
-    let time = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let mut e = minicbor::Encoder::new(Vec::new());
-    let _ = e
-        .array(4)
-        .and_then(|e| e.i64(seq))
-        .and_then(|e| e.str(action))
-        .and_then(|e| e.str(detail))
-        .and_then(|e| e.u64(time));
-    let entry = e.into_writer();
-    let mut h = prev;
-    h.extend_from_slice(&entry);
-    let hash = trustchain_oem::crypto::sha256(&h);
-    tx.prepare_cached("INSERT INTO audit (seq, entry, hash) VALUES (?1, ?2, ?3)")?
-        .execute(params![seq, entry, &hash[..]])?;
-    Ok(())
+    let mut head = AuditHead::load(tx)?;
+    head.append(tx, action, detail)
+}
+
+/// The last (seq, hash) of the audit log, read once per transaction and
+/// carried forward in memory as entries are appended inside it (the
+/// transaction holds the write lock, so nobody else appends meanwhile).
+struct AuditHead {
+    seq: i64,
+    hash: Vec<u8>,
+}
+
+impl AuditHead {
+    fn load(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Self> {
+        let last: Option<(i64, Vec<u8>)> = tx
+            .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(match last {
+            Some((seq, hash)) => Self { seq, hash },
+            None => Self {
+                seq: 0,
+                hash: vec![0u8; 32],
+            },
+        })
+    }
+
+    fn append(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        action: &str,
+        detail: &str,
+    ) -> rusqlite::Result<()> {
+        let seq = self.seq + 1;
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut e = minicbor::Encoder::new(Vec::new());
+        let _ = e
+            .array(4)
+            .and_then(|e| e.i64(seq))
+            .and_then(|e| e.str(action))
+            .and_then(|e| e.str(detail))
+            .and_then(|e| e.u64(time));
+        let entry = e.into_writer();
+        let mut h = std::mem::take(&mut self.hash);
+        h.extend_from_slice(&entry);
+        let hash = trustchain_oem::crypto::sha256(&h);
+        tx.prepare_cached("INSERT INTO audit (seq, entry, hash) VALUES (?1, ?2, ?3)")?
+            .execute(params![seq, entry, &hash[..]])?;
+        self.seq = seq;
+        self.hash = hash.to_vec();
+        Ok(())
+    }
 }
 
 /// The message a checkpoint signature covers.
@@ -128,36 +157,75 @@ fn append_log(
     serial: Option<u64>,
     cert_sha256: Option<&[u8; 32]>,
 ) -> rusqlite::Result<()> {
-    let last: Option<(i64, Vec<u8>)> = tx
-        .prepare_cached("SELECT n, hash FROM log WHERE job = ?1 ORDER BY n DESC LIMIT 1")?
-        .query_row(params![job], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let (n, prev) = match last {
-        Some((n, h)) => (n + 1, h),
-        None => {
-            let pid: Vec<u8> = tx
-                .prepare_cached("SELECT package_id FROM jobs WHERE id = ?1")?
-                .query_row(params![job], |r| r.get(0))?;
-            (1, trustchain_oem::crypto::sha256(&pid).to_vec())
-        }
-    };
-    let time = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let detail = format!(
-        "job {job}{}",
-        serial.map(|s| format!(" serial {s}")).unwrap_or_default()
-    );
-    append_audit(tx, action, &detail)?;
-    let entry =
-        trustchain_formats::report::encode_log_entry(n as u64, action, serial, cert_sha256, time);
-    let mut h = prev;
-    h.extend_from_slice(&entry);
-    let hash = trustchain_oem::crypto::sha256(&h);
-    tx.prepare_cached("INSERT INTO log (job, n, entry, hash) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![job, n, entry, &hash[..]])?;
-    Ok(())
+    LogHeads::load(tx, job)?.append(tx, action, serial, cert_sha256)
+}
+
+/// A job's log head and the audit head, read once per transaction and
+/// carried forward in memory, so that a group commit appends N entries
+/// with N inserts and no re-reads.
+struct LogHeads {
+    job: i64,
+    n: i64,
+    hash: Vec<u8>,
+    audit: AuditHead,
+}
+
+impl LogHeads {
+    fn load(tx: &rusqlite::Transaction<'_>, job: i64) -> rusqlite::Result<Self> {
+        let last: Option<(i64, Vec<u8>)> = tx
+            .prepare_cached("SELECT n, hash FROM log WHERE job = ?1 ORDER BY n DESC LIMIT 1")?
+            .query_row(params![job], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let (n, hash) = match last {
+            Some(last) => last,
+            None => {
+                let pid: Vec<u8> = tx
+                    .prepare_cached("SELECT package_id FROM jobs WHERE id = ?1")?
+                    .query_row(params![job], |r| r.get(0))?;
+                (0, trustchain_oem::crypto::sha256(&pid).to_vec())
+            }
+        };
+        Ok(Self {
+            job,
+            n,
+            hash,
+            audit: AuditHead::load(tx)?,
+        })
+    }
+
+    fn append(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        action: &str,
+        serial: Option<u64>,
+        cert_sha256: Option<&[u8; 32]>,
+    ) -> rusqlite::Result<()> {
+        let (job, n) = (self.job, self.n + 1);
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let detail = format!(
+            "job {job}{}",
+            serial.map(|s| format!(" serial {s}")).unwrap_or_default()
+        );
+        self.audit.append(tx, action, &detail)?;
+        let entry = trustchain_formats::report::encode_log_entry(
+            n as u64,
+            action,
+            serial,
+            cert_sha256,
+            time,
+        );
+        let mut h = std::mem::take(&mut self.hash);
+        h.extend_from_slice(&entry);
+        let hash = trustchain_oem::crypto::sha256(&h);
+        tx.prepare_cached("INSERT INTO log (job, n, entry, hash) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![job, n, entry, &hash[..]])?;
+        self.n = n;
+        self.hash = hash.to_vec();
+        Ok(())
+    }
 }
 
 /// The database.
@@ -471,6 +539,7 @@ impl Store {
         let mut made = 0i64;
         let mut out = Vec::with_capacity(devices.len());
         let now = trustchain_oem::audit::now_rfc3339();
+        let mut heads = LogHeads::load(&tx, job).map_err(err)?;
         for (i, (uid, device_type)) in devices.iter().enumerate() {
             if used >= count {
                 out.push(Err(Error::JobExhausted(job)));
@@ -500,7 +569,9 @@ impl Store {
             tx.prepare_cached("INSERT INTO devices (job, serial, uid, device_type, cert_sha256, cert, status, time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'issued', ?7)").map_err(err)?.execute(params![job, serial as i64, uid, device_type, &fp[..], &cert, now],
             )
             .map_err(err)?;
-            append_log(&tx, job, "issue", Some(serial), Some(&fp)).map_err(err)?;
+            heads
+                .append(&tx, "issue", Some(serial), Some(&fp))
+                .map_err(err)?;
             used += 1;
             made += 1;
             out.push(Ok((serial, cert)));
