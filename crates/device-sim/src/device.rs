@@ -152,6 +152,9 @@ pub enum DeviceError {
         /// What disagrees.
         what: String,
     },
+    /// `save` was called on a device kept in memory.
+    #[error("the device is kept in memory and has no directory to save to")]
+    InMemory,
 }
 
 impl DeviceError {
@@ -183,6 +186,9 @@ impl DeviceError {
             }
             DeviceError::Inconsistent { .. } => {
                 "device.toml and protected.bin were edited apart; restore both or create a new device"
+            }
+            DeviceError::InMemory => {
+                "make the device with SimDevice::create to keep it in a directory"
             }
         }
     }
@@ -230,10 +236,11 @@ pub struct Parts<'a> {
 }
 
 /// A simulated MCU: identity, flash, protected storage, random source and
-/// power supply, saved in a device directory.
+/// power supply, saved in a device directory (or kept in memory only).
 #[derive(Debug)]
 pub struct SimDevice {
-    dir: PathBuf,
+    /// `None` for a device kept in memory ([`SimDevice::in_memory`]).
+    dir: Option<PathBuf>,
     uid: Vec<u8>,
     device_type: u32,
     sbm_version: String,
@@ -326,12 +333,43 @@ impl SimDevice {
         };
         fs::create_dir_all(&parent).map_err(io(&parent))?;
 
+        let mut device = Self::blank(uid, device_type, geometry);
+        let staging = tempfile::Builder::new()
+            .prefix(".tc-device-")
+            .tempdir_in(&parent)
+            .map_err(io(&parent))?;
+        device.dir = Some(staging.path().to_path_buf());
+        device.save()?;
+        let staged = staging.keep();
+        if let Err(source) = fs::rename(&staged, &dir) {
+            let _ = fs::remove_dir_all(&staged);
+            return Err(DeviceError::Io { path: dir, source });
+        }
+        device.dir = Some(dir);
+        Ok(device)
+    }
+
+    /// Makes a new device as [`SimDevice::create`] does, but kept in memory
+    /// only: the same hardware and rules, no directory, and [`SimDevice::save`]
+    /// refuses. For runs that need many devices and none afterwards
+    /// (benchmarks).
+    pub fn in_memory(
+        uid: &[u8],
+        device_type: u32,
+        geometry: Geometry,
+    ) -> Result<Self, DeviceError> {
+        check_uid(uid, Path::new("(in memory)"))?;
+        Ok(Self::blank(uid, device_type, geometry))
+    }
+
+    /// A new device: flash erased, the factory fields written, no directory.
+    fn blank(uid: &[u8], device_type: u32, geometry: Geometry) -> Self {
         let power = PowerSupply::new();
         let mut protected = SimProtected::new(power.clone());
         protected.factory_write(Field::Uid, uid);
         protected.factory_write(Field::DeviceType, &device_type.to_be_bytes());
-        let mut device = SimDevice {
-            dir: dir.clone(),
+        SimDevice {
+            dir: None,
             uid: uid.to_vec(),
             device_type,
             sbm_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -339,21 +377,7 @@ impl SimDevice {
             protected,
             power,
             rng: SimRng::os(),
-        };
-
-        let staging = tempfile::Builder::new()
-            .prefix(".tc-device-")
-            .tempdir_in(&parent)
-            .map_err(io(&parent))?;
-        device.dir = staging.path().to_path_buf();
-        device.save()?;
-        let staged = staging.keep();
-        if let Err(source) = fs::rename(&staged, &dir) {
-            let _ = fs::remove_dir_all(&staged);
-            return Err(DeviceError::Io { path: dir, source });
         }
-        device.dir = dir;
-        Ok(device)
     }
 
     /// Opens the device in `dir`, checking every file: the geometry, the
@@ -453,7 +477,7 @@ impl SimDevice {
             bytes_programmed: c.flash_bytes_programmed,
         };
         Ok(SimDevice {
-            dir,
+            dir: Some(dir),
             uid,
             device_type: meta.device_type,
             sbm_version: meta.sbm_version,
@@ -466,7 +490,9 @@ impl SimDevice {
 
     /// Saves every file, each atomically (temporary file and rename). The
     /// planned cut, the power state and the random source are not saved.
+    /// A device kept in memory has nowhere to go: [`DeviceError::InMemory`].
     pub fn save(&self) -> Result<(), DeviceError> {
+        let dir = self.dir.as_deref().ok_or(DeviceError::InMemory)?;
         let g = self.flash.geometry();
         let c = self.flash.counters();
         let meta = DeviceToml {
@@ -485,14 +511,14 @@ impl SimDevice {
                 protected_writes: self.protected.writes(),
             },
         };
-        let toml_path = self.dir.join(DEVICE_TOML);
+        let toml_path = dir.join(DEVICE_TOML);
         let text = toml::to_string(&meta).map_err(|e| DeviceError::Toml {
             path: toml_path.clone(),
             message: e.to_string(),
         })?;
-        write_atomic(&self.dir.join(FLASH_BIN), self.flash.raw())?;
+        write_atomic(&dir.join(FLASH_BIN), self.flash.raw())?;
         write_atomic(
-            &self.dir.join(PROTECTED_BIN),
+            &dir.join(PROTECTED_BIN),
             &self.protected.contents().encode(),
         )?;
         write_atomic(&toml_path, text.as_bytes())
@@ -505,9 +531,9 @@ impl SimDevice {
         self.power.restore();
     }
 
-    /// The device directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The device directory (`None` for a device kept in memory).
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 
     /// The unique ID.
@@ -533,7 +559,7 @@ impl SimDevice {
 
     /// Records the SBM version the device runs (saved by [`SimDevice::save`]).
     pub fn set_sbm_version(&mut self, version: &str) -> Result<(), DeviceError> {
-        check_sbm_version(version, &self.dir)?;
+        check_sbm_version(version, self.dir().unwrap_or(Path::new("(in memory)")))?;
         self.sbm_version = version.to_string();
         Ok(())
     }
@@ -600,11 +626,25 @@ mod tests {
     }
 
     #[test]
+    fn in_memory_has_the_factory_fields_and_refuses_to_save() {
+        let mut d = SimDevice::in_memory(&[0xD0, 0x01], 7, Geometry::SMALL_PAGES).unwrap();
+        assert_eq!(d.dir(), None);
+        let mut buf = [0u8; 32];
+        assert_eq!(d.protected_mut().read(Field::Uid, &mut buf), Ok(2));
+        assert_eq!(&buf[..2], &[0xD0, 0x01]);
+        assert_eq!(d.protected_mut().read(Field::DeviceType, &mut buf), Ok(4));
+        assert_eq!(&buf[..4], &[0, 0, 0, 7]);
+        assert!(d.flash().raw().iter().all(|&b| b == 0xFF));
+        assert!(matches!(d.save(), Err(DeviceError::InMemory)));
+        assert!(SimDevice::in_memory(&[], 7, Geometry::SMALL_PAGES).is_err());
+    }
+
+    #[test]
     fn create_writes_the_factory_fields_and_an_erased_flash() {
         let tmp = tempfile::tempdir().unwrap();
         let mut d = new_device(&tmp, Geometry::SMALL_PAGES);
         let dir = tmp.path().join("dev");
-        assert_eq!(d.dir(), dir);
+        assert_eq!(d.dir(), Some(dir.as_path()));
         let mut buf = [0u8; 32];
         assert_eq!(d.protected_mut().read(Field::Uid, &mut buf), Ok(2));
         assert_eq!(&buf[..2], &[0xD0, 0x01]);
@@ -675,7 +715,7 @@ mod tests {
             d.set_sbm_version("1.2.3-test").unwrap();
             d.save().unwrap();
 
-            let mut o = SimDevice::open(d.dir()).unwrap();
+            let mut o = SimDevice::open(d.dir().unwrap()).unwrap();
             assert_eq!(o.uid(), d.uid());
             assert_eq!(o.device_type(), 0x0102_0304);
             assert_eq!(o.geometry(), geometry);
@@ -709,11 +749,11 @@ mod tests {
     fn flipped_bits_in_flash_bin_are_accepted() {
         let tmp = tempfile::tempdir().unwrap();
         let d = new_device(&tmp, Geometry::SMALL_PAGES);
-        let path = d.dir().join(FLASH_BIN);
+        let path = d.dir().unwrap().join(FLASH_BIN);
         let mut raw = fs::read(&path).unwrap();
         raw[4096] ^= 0x80;
         fs::write(&path, &raw).unwrap();
-        let mut o = SimDevice::open(d.dir()).unwrap();
+        let mut o = SimDevice::open(d.dir().unwrap()).unwrap();
         let mut b = [0u8; 1];
         o.flash_mut().read(4096, &mut b).unwrap();
         assert_eq!(b, [0x7F]);
@@ -723,10 +763,10 @@ mod tests {
     fn open_refuses_a_wrong_size_flash_bin() {
         let tmp = tempfile::tempdir().unwrap();
         let d = new_device(&tmp, Geometry::SMALL_PAGES);
-        let path = d.dir().join(FLASH_BIN);
+        let path = d.dir().unwrap().join(FLASH_BIN);
         for len in [256 * 1024 - 1, 256 * 1024 + 1, 0] {
             fs::write(&path, vec![0xFF; len]).unwrap();
-            let err = SimDevice::open(d.dir()).unwrap_err();
+            let err = SimDevice::open(d.dir().unwrap()).unwrap_err();
             match &err {
                 DeviceError::FlashSize {
                     path: p,
@@ -742,7 +782,7 @@ mod tests {
         }
         fs::remove_file(&path).unwrap();
         assert!(
-            matches!(SimDevice::open(d.dir()), Err(DeviceError::Io { path: p, .. }) if p == path)
+            matches!(SimDevice::open(d.dir().unwrap()), Err(DeviceError::Io { path: p, .. }) if p == path)
         );
     }
 
@@ -750,7 +790,7 @@ mod tests {
     fn open_refuses_a_corrupted_protected_bin() {
         let tmp = tempfile::tempdir().unwrap();
         let d = new_device(&tmp, Geometry::SMALL_PAGES);
-        let path = d.dir().join(PROTECTED_BIN);
+        let path = d.dir().unwrap().join(PROTECTED_BIN);
         let good = fs::read(&path).unwrap();
         let mut bad_lock = good.clone();
         bad_lock[5] = 7;
@@ -773,7 +813,7 @@ mod tests {
         ];
         for (bytes, expected) in cases {
             fs::write(&path, &bytes).unwrap();
-            let err = SimDevice::open(d.dir()).unwrap_err();
+            let err = SimDevice::open(d.dir().unwrap()).unwrap_err();
             assert!(err.to_string().contains("protected.bin"), "{err}");
             match err {
                 DeviceError::ProtectedFile { path: p, source } => {
@@ -784,7 +824,7 @@ mod tests {
             }
         }
         fs::write(&path, vec![0; protected::MAX_FILE_LEN + 1]).unwrap();
-        let err = SimDevice::open(d.dir()).unwrap_err();
+        let err = SimDevice::open(d.dir().unwrap()).unwrap_err();
         assert!(
             matches!(err, DeviceError::FileTooLarge { ref path, .. } if path.ends_with(PROTECTED_BIN))
         );
@@ -796,8 +836,8 @@ mod tests {
         let d = new_device(&tmp, Geometry::SMALL_PAGES);
         let mut other = d.protected().contents().clone();
         other.fields.insert(Field::Uid, vec![0xD0, 0x02]);
-        fs::write(d.dir().join(PROTECTED_BIN), other.encode()).unwrap();
-        let err = SimDevice::open(d.dir()).unwrap_err();
+        fs::write(d.dir().unwrap().join(PROTECTED_BIN), other.encode()).unwrap();
+        let err = SimDevice::open(d.dir().unwrap()).unwrap_err();
         assert!(matches!(err, DeviceError::Inconsistent { .. }), "{err}");
         assert!(
             err.to_string().contains("d002") && err.to_string().contains("d001"),
@@ -805,8 +845,8 @@ mod tests {
         );
         other.fields.insert(Field::Uid, vec![0xD0, 0x01]);
         other.fields.remove(&Field::DeviceType);
-        fs::write(d.dir().join(PROTECTED_BIN), other.encode()).unwrap();
-        let err = SimDevice::open(d.dir()).unwrap_err();
+        fs::write(d.dir().unwrap().join(PROTECTED_BIN), other.encode()).unwrap();
+        let err = SimDevice::open(d.dir().unwrap()).unwrap_err();
         assert!(err.to_string().contains("no DeviceType field"), "{err}");
     }
 
@@ -814,11 +854,11 @@ mod tests {
     fn open_refuses_a_bad_device_toml() {
         let tmp = tempfile::tempdir().unwrap();
         let d = new_device(&tmp, Geometry::SMALL_PAGES);
-        let path = d.dir().join(DEVICE_TOML);
+        let path = d.dir().unwrap().join(DEVICE_TOML);
         let good = fs::read_to_string(&path).unwrap();
         let open_with = |text: &str| {
             fs::write(&path, text).unwrap();
-            SimDevice::open(d.dir()).unwrap_err()
+            SimDevice::open(d.dir().unwrap()).unwrap_err()
         };
         let err = open_with(&good.replace("format = 1", "format = 2"));
         assert!(
@@ -850,7 +890,7 @@ mod tests {
         assert!(err.to_string().contains("device.toml"), "{err}");
         fs::remove_file(&path).unwrap();
         assert!(matches!(
-            SimDevice::open(d.dir()),
+            SimDevice::open(d.dir().unwrap()),
             Err(DeviceError::NotADeviceDir { .. })
         ));
         assert!(matches!(
