@@ -22,7 +22,7 @@ use trustchain_oem::crypto::PublicKey;
 use trustchain_oem::keystore::sealed::SealedKeyStore;
 use trustchain_sbm::BootOutcome;
 
-use crate::client::{lifecycle_name, Programmer, Recording};
+use crate::client::{lifecycle_name, DeviceKeys, Programmer, Recording};
 use crate::sim::SimLink;
 
 /// Which steps to run.
@@ -183,6 +183,11 @@ fn select_devices(
     Ok(chosen)
 }
 
+/// Devices a worker claims at a time. Their certificates are issued in one
+/// group commit (one transaction, one fsync for the group, every
+/// certificate recorded before any leaves the Guardian).
+pub const GROUP: usize = 16;
+
 /// Runs production. `progress(done, total)` is called after each device.
 pub fn produce(
     g: &GuardianDir,
@@ -192,18 +197,7 @@ pub fn produce(
 ) -> Result<Summary, StartError> {
     let store = g.store()?;
     let issuer = JobIssuer::open(&store, ks, req.job)?;
-    let remaining = issuer.job.remaining();
-    if req.stage != Stage::Program && remaining == 0 {
-        return Err(trustchain_guardian::Error::JobExhausted(req.job).into());
-    }
-    if req.stage != Stage::Program && req.now >= issuer.job.expires {
-        return Err(trustchain_guardian::Error::JobExpired(req.job).into());
-    }
-    let to_do = if req.stage == Stage::Program {
-        req.count
-    } else {
-        req.count.min(remaining)
-    };
+    let to_do = check_start(&issuer, req.stage, req.count, req.now)?;
     let devices = select_devices(
         &req.devices,
         &Request {
@@ -212,7 +206,121 @@ pub fn produce(
         },
         &issuer.job,
     )?;
-    let total = devices.len() as u64;
+    run(g, ks, &issuer, &Source::Dirs(&devices), req, progress)
+}
+
+/// What to produce on devices kept in memory ([`produce_in_memory`]).
+#[derive(Debug, Clone)]
+pub struct MemoryRequest {
+    /// The job.
+    pub job: i64,
+    /// How many devices.
+    pub count: u64,
+    /// Worker threads.
+    pub threads: usize,
+    /// Now (Unix seconds).
+    pub now: u64,
+}
+
+/// [`produce`] on new blank devices kept in memory (no device directories
+/// are written or read): the same flow, the same Guardian, the same
+/// database and count. For measuring the station (`bench_production`).
+pub fn produce_in_memory(
+    g: &GuardianDir,
+    ks: &SealedKeyStore,
+    req: &MemoryRequest,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Summary, StartError> {
+    let store = g.store()?;
+    let issuer = JobIssuer::open(&store, ks, req.job)?;
+    let to_do = check_start(&issuer, Stage::All, req.count, req.now)?;
+    let ty = issuer.job.device_types.first().copied().unwrap_or(1);
+    let devices: Vec<(Vec<u8>, u32)> = (1..=to_do)
+        .map(|n| (pick_uid(&issuer.job, n), ty))
+        .collect();
+    let full = Request {
+        job: req.job,
+        devices: PathBuf::new(),
+        count: req.count,
+        threads: req.threads,
+        stage: Stage::All,
+        now: req.now,
+        transcript: None,
+    };
+    run(g, ks, &issuer, &Source::Memory(&devices), &full, progress)
+}
+
+/// How many devices a run may do, or why it may not start.
+fn check_start(
+    issuer: &JobIssuer<'_>,
+    stage: Stage,
+    count: u64,
+    now: u64,
+) -> Result<u64, StartError> {
+    let remaining = issuer.job.remaining();
+    if stage == Stage::Program {
+        return Ok(count);
+    }
+    if remaining == 0 {
+        return Err(trustchain_guardian::Error::JobExhausted(issuer.job.id).into());
+    }
+    if now >= issuer.job.expires {
+        return Err(trustchain_guardian::Error::JobExpired(issuer.job.id).into());
+    }
+    Ok(count.min(remaining))
+}
+
+/// Where a run's devices are.
+enum Source<'a> {
+    /// Device directories: opened, and saved after each device.
+    Dirs(&'a [PathBuf]),
+    /// New blank devices (UID, type) kept in memory.
+    Memory(&'a [(Vec<u8>, u32)]),
+}
+
+impl Source<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Source::Dirs(d) => d.len(),
+            Source::Memory(d) => d.len(),
+        }
+    }
+
+    /// How a device is named in failures.
+    fn name(&self, i: usize) -> PathBuf {
+        match self {
+            Source::Dirs(d) => d[i].clone(),
+            Source::Memory(_) => PathBuf::from(format!("memory/dev-{:05}", i + 1)),
+        }
+    }
+
+    fn get(&self, i: usize) -> Result<SimDevice, String> {
+        match self {
+            Source::Dirs(d) => SimDevice::open(&d[i]).map_err(|e| e.to_string()),
+            Source::Memory(d) => SimDevice::in_memory(&d[i].0, d[i].1, Geometry::SMALL_PAGES)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Keeps what happened to the device (saves a directory).
+    fn keep(&self, dev: &SimDevice) -> Result<(), String> {
+        match self {
+            Source::Dirs(_) => dev.save().map_err(|e| e.to_string()),
+            Source::Memory(_) => Ok(()),
+        }
+    }
+}
+
+/// The workers: each claims [`GROUP`] devices at a time.
+fn run(
+    g: &GuardianDir,
+    ks: &SealedKeyStore,
+    issuer: &JobIssuer<'_>,
+    source: &Source<'_>,
+    req: &Request,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Summary, StartError> {
+    let total = source.len() as u64;
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
     let provisioned = AtomicU64::new(0);
@@ -225,40 +333,44 @@ pub fn produce(
         .collect::<Result<Vec<_>, _>>()?;
     std::thread::scope(|s| {
         for mut store in stores {
-            let (next, done, provisioned, programmed, failures, devices, issuer, mastering) = (
+            let (next, done, provisioned, programmed, failures, mastering) = (
                 &next,
                 &done,
                 &provisioned,
                 &programmed,
                 &failures,
-                &devices,
-                &issuer,
                 &mastering,
             );
             s.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(path) = devices.get(i as usize) else {
+                let start = next.fetch_add(GROUP as u64, Ordering::SeqCst);
+                if start >= total {
                     break;
-                };
-                match one_device(path, issuer, &mut store, req, mastering) {
-                    Ok((p, q)) => {
-                        provisioned.fetch_add(p as u64, Ordering::SeqCst);
-                        programmed.fetch_add(q as u64, Ordering::SeqCst);
-                    }
-                    Err((serial, reason)) => {
-                        if let Some(serial) = serial {
-                            let _ = store.mark_failed(req.job, serial, &reason);
-                        }
-                        if let Ok(mut f) = failures.lock() {
-                            f.push(Failure {
-                                device: path.clone(),
-                                serial,
-                                reason,
-                            });
-                        }
-                    }
                 }
-                progress(done.fetch_add(1, Ordering::SeqCst) + 1, total);
+                let group: Vec<usize> = (start..total.min(start + GROUP as u64))
+                    .map(|i| i as usize)
+                    .collect();
+                let outcomes = one_group(source, &group, issuer, &mut store, req, mastering);
+                for (i, outcome) in group.iter().zip(outcomes) {
+                    match outcome {
+                        Ok((p, q)) => {
+                            provisioned.fetch_add(p as u64, Ordering::SeqCst);
+                            programmed.fetch_add(q as u64, Ordering::SeqCst);
+                        }
+                        Err((serial, reason)) => {
+                            if let Some(serial) = serial {
+                                let _ = store.mark_failed(req.job, serial, &reason);
+                            }
+                            if let Ok(mut f) = failures.lock() {
+                                f.push(Failure {
+                                    device: source.name(*i),
+                                    serial,
+                                    reason,
+                                });
+                            }
+                        }
+                    }
+                    progress(done.fetch_add(1, Ordering::SeqCst) + 1, total);
+                }
             });
         }
     });
@@ -276,90 +388,197 @@ pub fn produce(
     })
 }
 
-/// One device; returns (provisioned, programmed) or (serial if issued, reason).
-fn one_device(
-    path: &Path,
+/// One device's outcome: (provisioned, programmed), or (serial if one was
+/// issued, why it failed).
+type Outcome = Result<(bool, bool), (Option<u64>, String)>;
+
+/// A device's certificate, issued and recorded by the Guardian, with the
+/// device's key-agreement key (for the product key).
+struct Certified {
+    serial: u64,
+    cert: Vec<u8>,
+    agreement: [u8; 65],
+}
+
+/// A connection to a device through the SBM's frames, recorded into the
+/// request's transcript if it has one.
+fn connect<'d>(
+    dev: &'d mut SimDevice,
+    req: &Request,
+) -> Result<Programmer<Recording<SimLink<'d>>>, String> {
+    let sink = req.transcript.clone().unwrap_or_default();
+    Ok(Programmer::new(Recording::new(
+        SimLink::new(dev).map_err(|e| e.to_string())?,
+        sink,
+    )))
+}
+
+/// A group of devices: each is identified and makes its keys; the
+/// Guardian issues the group's certificates in one group commit; then
+/// each gets its chain, OEM keys and lock, its release and boot check,
+/// and is saved.
+fn one_group(
+    source: &Source<'_>,
+    group: &[usize],
     issuer: &JobIssuer<'_>,
     store: &mut trustchain_guardian::store::Store,
     req: &Request,
     mastering: &PublicKey,
-) -> Result<(bool, bool), (Option<u64>, String)> {
-    let mut dev = SimDevice::open(path).map_err(|e| (None, e.to_string()))?;
-    let mut serial = None;
-    let result = (|| -> Result<(bool, bool), String> {
-        let sink = req.transcript.clone().unwrap_or_default();
-        let mut prog = Programmer::new(Recording::new(
-            SimLink::new(&mut dev).map_err(|e| e.to_string())?,
-            sink,
-        ));
-        let info = prog.info().map_err(|e| e.to_string())?;
-        let mut provisioned = false;
-        if req.stage != Stage::Program {
-            if info.lifecycle != 0 {
-                return Err(format!(
-                    "device is {}, not blank",
-                    lifecycle_name(info.lifecycle)
-                ));
+) -> Vec<Outcome> {
+    let mut out: Vec<Outcome> = vec![Ok((false, false)); group.len()];
+    let mut devs: Vec<Option<SimDevice>> = Vec::with_capacity(group.len());
+    for (k, &i) in group.iter().enumerate() {
+        match source.get(i) {
+            Ok(d) => devs.push(Some(d)),
+            Err(e) => {
+                devs.push(None);
+                out[k] = Err((None, e));
             }
-            // 1. Identify: the job must allow this device.
-            if !issuer.allows(&info.uid, info.device_type) {
-                return Err(format!(
-                    "UID {} type {} not allowed by the job",
-                    hex::encode(&info.uid),
-                    info.device_type
-                ));
-            }
-            // 2. Keys made on the device (proof of possession checked).
-            let keys = prog.generate_keys(&info.uid).map_err(|e| e.to_string())?;
-            // 3. Certificate from the template, signed inside the Guardian.
-            let (s, cert) = issuer
-                .issue(
-                    store,
-                    &info.uid,
-                    info.device_type,
-                    &PublicKey(keys.identity),
-                    req.now,
-                )
-                .map_err(|e| e.to_string())?;
-            serial = Some(s);
-            // 4-5. Chain and root into write-protected storage.
-            let [issuing, device_ca] = issuer.chain();
-            prog.store_certs(&[cert, issuing, device_ca], &issuer.job.root_cert)
-                .map_err(|e| e.to_string())?;
-            // OEM keys: the product key wrapped to the device's own key.
-            let ka =
-                PublicKey::from_sec1(&keys.agreement).ok_or("invalid device key-agreement key")?;
-            let (eph, wrapped) = issuer.wrapped_product_key(&ka).map_err(|e| e.to_string())?;
-            prog.install_oem_keys(
-                issuer.job.oem_id,
-                issuer.job.product_id,
-                &mastering.0,
-                &eph,
-                &wrapped,
-            )
-            .map_err(|e| e.to_string())?;
-            // 6. Lock.
-            prog.lock().map_err(|e| e.to_string())?;
-            provisioned = true;
         }
-        let mut programmed = false;
-        if req.stage != Stage::Provision {
-            prog.send_release(
-                &issuer.job.release_upk,
-                &issuer.job.release_enc,
-                false,
-                &mut |_, _| {},
-            )
-            .map_err(|e| e.to_string())?;
-            match prog.transport_mut().inner_mut().boot() {
-                BootOutcome::Run(_) => programmed = true,
-                BootOutcome::Recovery(s) => {
-                    return Err(format!("boot check failed: {}", s.describe()))
+    }
+    let mut certs: Vec<Option<Certified>> = (0..group.len()).map(|_| None).collect();
+    if req.stage != Stage::Program {
+        // 1-2, per device: identify it, have it make its keys.
+        let mut pending: Vec<(usize, Vec<u8>, u32, DeviceKeys)> = vec![];
+        for (k, dev) in devs.iter_mut().enumerate() {
+            let Some(dev) = dev else { continue };
+            match identify_and_keys(dev, issuer, req) {
+                Ok((uid, ty, keys)) => pending.push((k, uid, ty, keys)),
+                Err(e) => out[k] = Err((None, e)),
+            }
+        }
+        // 3. Certificates from the template, signed inside the Guardian,
+        // recorded in one transaction before any is returned.
+        let identities: Vec<PublicKey> = pending
+            .iter()
+            .map(|(_, _, _, keys)| PublicKey(keys.identity))
+            .collect();
+        let reqs: Vec<(&[u8], u32, &PublicKey)> = pending
+            .iter()
+            .zip(&identities)
+            .map(|((_, uid, ty, _), id)| (&uid[..], *ty, id))
+            .collect();
+        if !reqs.is_empty() {
+            match issuer.issue_batch(store, &reqs, req.now) {
+                Ok(results) => {
+                    for ((k, _, _, keys), r) in pending.iter().zip(results) {
+                        match r {
+                            Ok((serial, cert)) => {
+                                certs[*k] = Some(Certified {
+                                    serial,
+                                    cert,
+                                    agreement: keys.agreement,
+                                })
+                            }
+                            Err(e) => out[*k] = Err((None, e.to_string())),
+                        }
+                    }
+                }
+                Err(e) => {
+                    for (k, ..) in &pending {
+                        out[*k] = Err((None, e.to_string()));
+                    }
                 }
             }
         }
-        Ok((provisioned, programmed))
-    })();
-    dev.save().map_err(|e| (serial, e.to_string()))?;
-    result.map_err(|r| (serial, r))
+    }
+    for (k, dev) in devs.iter_mut().enumerate() {
+        let Some(dev) = dev else { continue };
+        if out[k].is_err() {
+            // Nothing was issued to it: saved as it is.
+            if let Err(e) = source.keep(dev) {
+                out[k] = Err((None, e));
+            }
+            continue;
+        }
+        let serial = certs[k].as_ref().map(|c| c.serial);
+        let result = finish(dev, certs[k].take(), issuer, req, mastering);
+        let kept = source.keep(dev);
+        out[k] = match (result, kept) {
+            (Err(r), _) | (Ok(_), Err(r)) => Err((serial, r)),
+            (Ok(r), Ok(())) => Ok(r),
+        };
+    }
+    out
+}
+
+/// Steps 1-2 for one device: GET_INFO, the job's rules, GENERATE_KEYS with
+/// its proof of possession checked. Returns (UID, device type, keys).
+fn identify_and_keys(
+    dev: &mut SimDevice,
+    issuer: &JobIssuer<'_>,
+    req: &Request,
+) -> Result<(Vec<u8>, u32, DeviceKeys), String> {
+    let mut prog = connect(dev, req)?;
+    let info = prog.info().map_err(|e| e.to_string())?;
+    if info.lifecycle != 0 {
+        return Err(format!(
+            "device is {}, not blank",
+            lifecycle_name(info.lifecycle)
+        ));
+    }
+    // 1. Identify: the job must allow this device.
+    if !issuer.allows(&info.uid, info.device_type) {
+        return Err(format!(
+            "UID {} type {} not allowed by the job",
+            hex::encode(&info.uid),
+            info.device_type
+        ));
+    }
+    // 2. Keys made on the device (proof of possession checked).
+    let keys = prog.generate_keys(&info.uid).map_err(|e| e.to_string())?;
+    Ok((info.uid, info.device_type, keys))
+}
+
+/// The rest for one device: with its certificate the chain, OEM keys and lock (provisioning); then the release and
+/// the boot check (programming). Returns (provisioned, programmed).
+fn finish(
+    dev: &mut SimDevice,
+    cert: Option<Certified>,
+    issuer: &JobIssuer<'_>,
+    req: &Request,
+    mastering: &PublicKey,
+) -> Result<(bool, bool), String> {
+    let mut prog = connect(dev, req)?;
+    let mut provisioned = false;
+    if let Some(Certified {
+        cert, agreement, ..
+    }) = cert
+    {
+        // 4-5. Chain and root into write-protected storage.
+        let [issuing, device_ca] = issuer.chain();
+        prog.store_certs(&[cert, issuing, device_ca], &issuer.job.root_cert)
+            .map_err(|e| e.to_string())?;
+        // OEM keys: the product key wrapped to the device's own key.
+        let ka = PublicKey::from_sec1(&agreement).ok_or("invalid device key-agreement key")?;
+        let (eph, wrapped) = issuer.wrapped_product_key(&ka).map_err(|e| e.to_string())?;
+        prog.install_oem_keys(
+            issuer.job.oem_id,
+            issuer.job.product_id,
+            &mastering.0,
+            &eph,
+            &wrapped,
+        )
+        .map_err(|e| e.to_string())?;
+        // 6. Lock.
+        prog.lock().map_err(|e| e.to_string())?;
+        provisioned = true;
+    } else if req.stage != Stage::Program {
+        return Err("no certificate was issued".into());
+    }
+    let mut programmed = false;
+    if req.stage != Stage::Provision {
+        prog.send_release(
+            &issuer.job.release_upk,
+            &issuer.job.release_enc,
+            false,
+            &mut |_, _| {},
+        )
+        .map_err(|e| e.to_string())?;
+        match prog.transport_mut().inner_mut().boot() {
+            BootOutcome::Run(_) => programmed = true,
+            BootOutcome::Recovery(s) => return Err(format!("boot check failed: {}", s.describe())),
+        }
+    }
+    Ok((provisioned, programmed))
 }
