@@ -42,9 +42,51 @@ impl KeyLabel {
     pub fn product_kek(product: u32) -> Self {
         Self(format!("product-{product}-kek"))
     }
+    /// The token key that seals a token-bound keystore's travelling keys
+    /// (see [`sealed::SealedKeyStore::create_bound`]).
+    pub fn keystore_seal() -> Self {
+        Self("keystore-seal".into())
+    }
     /// As text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+    /// Whether the key must leave its keystore, wrapped: a product key
+    /// (`product-N-kek` at the OEM, `job-N-product` at the Guardian) goes
+    /// into every device of its product and into every production package.
+    /// A token-bound keystore keeps these sealed beside the token, and every
+    /// other key inside it.
+    pub fn travels(&self) -> bool {
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let between = |prefix: &str, suffix: &str| {
+            self.0
+                .strip_prefix(prefix)
+                .and_then(|r| r.strip_suffix(suffix))
+                .is_some_and(digits)
+        };
+        between("product-", "-kek") || between("job-", "-product")
+    }
+}
+
+/// Where a directory's keys are held when they are in a PKCS#11 token, as
+/// recorded in its metadata (`oem.toml`, `guardian.toml`). Never the PIN.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRef {
+    /// The token's PKCS#11 library.
+    pub module: std::path::PathBuf,
+    /// The token's label.
+    pub token: String,
+}
+
+impl fmt::Display for TokenRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PKCS#11 token '{}' (module {})",
+            self.token,
+            self.module.display()
+        )
     }
 }
 
@@ -157,6 +199,27 @@ mod tests {
         assert!(KeyLabel::new("product-7-kek").is_some());
         for bad in ["", "7abc", "Root", "a/b", "a..b", &"a".repeat(65)] {
             assert!(KeyLabel::new(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_product_keys_travel() {
+        for l in ["product-7-kek", "job-12-product"] {
+            assert!(KeyLabel::new(l).unwrap().travels(), "{l}");
+        }
+        for l in [
+            "root-ca",
+            "device-ca",
+            "mastering",
+            "guardian-sign",
+            "guardian-kem",
+            "job-12-issuing",
+            "keystore-seal",
+            "product--kek",
+            "product-x-kek",
+            "job-1-product-2",
+        ] {
+            assert!(!KeyLabel::new(l).unwrap().travels(), "{l}");
         }
     }
 }

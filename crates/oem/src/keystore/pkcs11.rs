@@ -25,9 +25,15 @@
 //!   HKDF mechanism). The ECDH private key itself never is. One caveat we
 //!   cannot close from safe code: `cryptoki` reads the attribute into a
 //!   buffer of its own, which it frees without clearing.
-//! * Export: a product key held here cannot be delivered to a device or put
-//!   into a Guardian package, because that would take the private scalar
-//!   out of the HSM; both export methods refuse with an explanation.
+//! * Export: a key held here cannot be delivered to a device or put into a
+//!   Guardian package, because that would take the private scalar out of
+//!   the HSM; both export methods refuse with an explanation. Keys that must
+//!   travel stay in the sealed keystore bound to the token
+//!   ([`super::sealed::SealedKeyStore::create_bound`]).
+//! * Import: a scalar that arrived inside a verified package (a job's
+//!   issuing key at the Guardian) can be created in the token with
+//!   `C_CreateObject`, sensitive and not extractable, and is used only
+//!   there from then on ([`Pkcs11KeyStore::import_scalar`]).
 //!
 //! PKCS#11 logs in per application and token, not per session: a process
 //! opens a given token once ([`Pkcs11KeyStore::open`] refuses a token that
@@ -429,8 +435,10 @@ impl Pkcs11KeyStore {
             Ok(()) => {}
             Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
                 return Err(Error::Usage(format!(
-                    "wrong PIN for token '{token_label}' of PKCS#11 module {m}; check the --pin-file \
-                     (the first line is the user PIN); nothing was changed"
+                    "wrong PIN for token '{token_label}' of PKCS#11 module {m}: the token refused \
+                     the login. Give the token's user PIN (--pin-file or --passphrase-file FILE, \
+                     first line; or TRUSTCHAIN_PASSPHRASE; or at the prompt). Nothing was changed; \
+                     the token counts failed logins and may lock the PIN"
                 )))
             }
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
@@ -472,6 +480,15 @@ impl Pkcs11KeyStore {
         &self.token.label
     }
 
+    /// "PKCS#11 token 'LABEL' (module PATH)", for messages to the operator.
+    pub fn describe(&self) -> String {
+        format!(
+            "PKCS#11 token '{}' (module {})",
+            self.token.label,
+            self.token.module.display()
+        )
+    }
+
     /// The RFC 7512 URI of the token, as used in messages.
     pub fn uri(&self) -> String {
         self.token.uri(None).display().to_string()
@@ -479,13 +496,111 @@ impl Pkcs11KeyStore {
 
     fn not_exportable(&self, label: &KeyLabel) -> Error {
         Error::Usage(format!(
-            "the product key '{label}' is held in an HSM (PKCS#11 token '{}', module {}) and is \
-             not exportable: delivering it to a device or packaging it for a Guardian would take \
-             the private key out of the HSM. Keep product keys that must travel in the sealed \
-             software keystore, or deliver them with the HSM vendor's own key-export ceremony",
+            "the key '{label}' is held in an HSM (PKCS#11 token '{}', module {}) and is not \
+             exportable (sensitive, not extractable): delivering it to a device or packaging it \
+             for a Guardian would take the private key out of the HSM. Keys that must travel \
+             (product keys) are kept sealed beside the token (docs/architecture.md, 'Key \
+             custody'); a key made inside the token stays there",
             self.token.label,
             self.token.module.display()
         ))
+    }
+
+    /// Imports a private scalar received inside a verified package (the
+    /// Guardian taking a job's issuing key into its HSM): it is created in
+    /// the token as sensitive and not extractable, with its public key
+    /// beside it, and from then on used only there. Refuses a taken label.
+    pub fn import_scalar(
+        &mut self,
+        label: &KeyLabel,
+        kind: KeyKind,
+        scalar: &[u8; 32],
+    ) -> Result<PublicKey> {
+        let public = EcdhKey::from_scalar(scalar)?.public_key().clone();
+        let t = &self.token;
+        let s = t.lock()?;
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+            if t.find(&s, label, class)?.is_some() {
+                return Err(Error::AlreadyExists {
+                    path: t.uri(Some(label)),
+                    what: "key",
+                });
+            }
+        }
+        let name = label.as_str().as_bytes().to_vec();
+        let id = key_id(label).to_vec();
+        let signing = kind == KeyKind::EcdsaP256;
+        let mut point = vec![0x04, 0x41];
+        point.extend_from_slice(&public.0);
+        let public_template = [
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::EC),
+            Attribute::EcParams(P256_PARAMS.to_vec()),
+            Attribute::EcPoint(point),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Label(name.clone()),
+            Attribute::Id(id.clone()),
+            Attribute::Verify(signing),
+            Attribute::Derive(false),
+            Attribute::Encrypt(false),
+            Attribute::Wrap(false),
+        ];
+        let value = Zeroizing::new(scalar.to_vec());
+        let private_template = [
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::EC),
+            Attribute::EcParams(P256_PARAMS.to_vec()),
+            Attribute::Value(value.to_vec()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Label(name),
+            Attribute::Id(id),
+            Attribute::Sign(signing),
+            Attribute::Derive(!signing),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+        ];
+        let pub_h = s
+            .create_object(&public_template)
+            .map_err(|e| t.fail("C_CreateObject(EC public key)", &e))?;
+        // `Attribute::Value` holds its own copy of the scalar, which
+        // `cryptoki` frees without clearing (as for derived secrets).
+        let priv_h = match s.create_object(&private_template) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = s.destroy_object(pub_h);
+                return Err(t.fail("C_CreateObject(EC private key)", &e));
+            }
+        };
+        match t.public_key(&s, label) {
+            Ok(p) if p == public => Ok(p),
+            other => {
+                let _ = s.destroy_object(priv_h);
+                let _ = s.destroy_object(pub_h);
+                Err(other.err().unwrap_or_else(|| Error::Corrupt {
+                    path: t.uri(Some(label)),
+                    problem: "the token changed the imported public key".into(),
+                }))
+            }
+        }
+    }
+
+    /// Destroys the key pair `label` (both objects, whichever exist): the
+    /// undo of a `generate` or `import_scalar` whose surrounding operation
+    /// failed, so that a retry does not find a half-made directory's keys.
+    pub fn destroy(&mut self, label: &KeyLabel) -> Result<()> {
+        let t = &self.token;
+        let s = t.lock()?;
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+            if let Some(h) = t.find(&s, label, class)? {
+                s.destroy_object(h)
+                    .map_err(|e| t.fail("C_DestroyObject", &e))?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -6,6 +6,17 @@
 //! KEYSTORE_DIR/keystore.toml   KDF parameters, salt, passphrase check
 //! KEYSTORE_DIR/<label>.key     one sealed key each
 //! ```
+//!
+//! A keystore can instead be *bound to a PKCS#11 token*
+//! ([`SealedKeyStore::create_bound`]). Then every key is made and used
+//! inside the token, except the keys that must travel
+//! ([`KeyLabel::travels`]: product keys, which go to every device and into
+//! every production package, in formats no token can produce). Those stay
+//! sealed files as above, but the sealing key comes from the token instead
+//! of a passphrase: ECDH between a token-resident key (`keystore-seal`,
+//! never extractable) and an ephemeral point kept in `keystore.toml`, then
+//! HKDF-SHA-256 (RFC 5869) on the host (SoftHSM2 has no HKDF mechanism).
+//! One secret, the token's user PIN, opens both.
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -13,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::passphrase::Passphrase;
+use super::pkcs11::Pkcs11KeyStore;
 use super::{KeyAgreement, KeyKind, KeyLabel, KeyStore, Signer};
 use crate::crypto::{Aead, EcdhKey, EcdsaKey, Entropy, PublicKey, SystemEntropy};
 use crate::error::{Error, IoContext, Result};
@@ -54,22 +66,140 @@ impl KdfParams {
     }
 }
 
+/// `kdf` of a passphrase keystore.
+const PASSPHRASE_KDF: &str = "argon2id";
+/// `kdf` of a token-bound keystore.
+pub const BOUND_KDF: &str = "pkcs11-ecdh-p256-hkdf-sha256";
+/// HKDF info of a token-bound keystore's sealing key (then the ephemeral point).
+const BOUND_INFO: &[u8] = b"trustchain keystore kek v1";
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeystoreFile {
     format: u32,
     kdf: String,
-    memory_kib: u32,
-    iterations: u32,
-    parallelism: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    memory_kib: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iterations: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parallelism: Option<u32>,
     salt: String,
+    /// Token-bound: the label of the token's sealing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seal_key: Option<String>,
+    /// Token-bound: the ephemeral public point (SEC1 hex) ECDH runs against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ephemeral: Option<String>,
     check: String,
 }
 
-/// A sealed software keystore, unlocked.
+/// How a keystore's sealing key is obtained, from `keystore.toml`.
+enum Unlock {
+    Passphrase(KdfParams),
+    Token {
+        seal_key: KeyLabel,
+        ephemeral: PublicKey,
+    },
+}
+
+/// A parsed `keystore.toml`.
+struct Description {
+    unlock: Unlock,
+    salt: [u8; 16],
+    check: Vec<u8>,
+}
+
+fn read_description(dir: &Path) -> Result<Description> {
+    let path = dir.join("keystore.toml");
+    let corrupt = |problem: &str| Error::Corrupt {
+        path: path.clone(),
+        problem: problem.to_string(),
+    };
+    if !path.is_file() {
+        return Err(Error::NotFound {
+            path,
+            what: "keystore description",
+        });
+    }
+    let text = fs::read_to_string(&path).at(&path)?;
+    let file: KeystoreFile = toml::from_str(&text).map_err(|e| corrupt(&e.to_string()))?;
+    if file.format != 1 {
+        return Err(corrupt("unsupported keystore format"));
+    }
+    let unlock = match (file.kdf.as_str(), file.seal_key, file.ephemeral) {
+        (PASSPHRASE_KDF, None, None) => {
+            let params = KdfParams {
+                memory_kib: file
+                    .memory_kib
+                    .ok_or_else(|| corrupt("memory_kib missing"))?,
+                iterations: file
+                    .iterations
+                    .ok_or_else(|| corrupt("iterations missing"))?,
+                parallelism: file
+                    .parallelism
+                    .ok_or_else(|| corrupt("parallelism missing"))?,
+            };
+            params
+                .check()
+                .ok_or_else(|| corrupt("Argon2id parameters out of range"))?;
+            Unlock::Passphrase(params)
+        }
+        (BOUND_KDF, Some(seal_key), Some(ephemeral))
+            if file.memory_kib.is_none()
+                && file.iterations.is_none()
+                && file.parallelism.is_none() =>
+        {
+            Unlock::Token {
+                seal_key: KeyLabel::new(&seal_key)
+                    .ok_or_else(|| corrupt("seal_key is not a key label"))?,
+                ephemeral: hex::decode(&ephemeral)
+                    .ok()
+                    .and_then(|b| PublicKey::from_sec1(&b))
+                    .ok_or_else(|| corrupt("ephemeral is not a P-256 point"))?,
+            }
+        }
+        _ => return Err(corrupt("unsupported KDF, or fields of another KDF")),
+    };
+    let salt = hex::decode(&file.salt).map_err(|_| corrupt("salt is not hex"))?;
+    let salt: [u8; 16] = salt
+        .try_into()
+        .map_err(|_| corrupt("salt must be 16 bytes"))?;
+    let check = hex::decode(&file.check).map_err(|_| corrupt("check is not hex"))?;
+    Ok(Description {
+        unlock,
+        salt,
+        check,
+    })
+}
+
+/// A sealed software keystore, unlocked; possibly bound to a PKCS#11 token
+/// that holds every key that does not travel.
 pub struct SealedKeyStore {
     dir: PathBuf,
     kek: Aead,
+    token: Option<Pkcs11KeyStore>,
+}
+
+/// The sealing key of a token-bound keystore: HKDF-SHA-256 (RFC 5869) with
+/// the keystore's salt over the ECDH secret, info = [`BOUND_INFO`] || the
+/// ephemeral point.
+fn bound_kek(shared: &[u8; 32], salt: &[u8; 16], ephemeral: &PublicKey) -> Result<Aead> {
+    use aws_lc_rs::hkdf;
+    struct Len32;
+    impl hkdf::KeyType for Len32 {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(shared);
+    let info = [BOUND_INFO, &ephemeral.0[..]];
+    let okm = prk
+        .expand(&info, Len32)
+        .map_err(|_| Error::Crypto("HKDF"))?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    okm.fill(&mut key[..]).map_err(|_| Error::Crypto("HKDF"))?;
+    Aead::aes256(&key)
 }
 
 fn derive(pass: &Passphrase, salt: &[u8], p: KdfParams) -> Result<Aead> {
@@ -81,6 +211,16 @@ fn derive(pass: &Passphrase, salt: &[u8], p: KdfParams) -> Result<Aead> {
         .hash_password_into(pass.expose(), salt, &mut key[..])
         .map_err(|_| Error::Crypto("Argon2id"))?;
     Aead::aes256(&key)
+}
+
+fn write_description(dir: &Path, file: &KeystoreFile) -> Result<()> {
+    let text = toml::to_string(file).map_err(|e| Error::Usage(e.to_string()))?;
+    fs::create_dir(dir).at(dir)?;
+    fsutil::write_new(
+        &dir.join("keystore.toml"),
+        text.as_bytes(),
+        "keystore description",
+    )
 }
 
 fn seal(kek: &Aead, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
@@ -167,68 +307,161 @@ impl SealedKeyStore {
         let check = seal(&kek, CHECK_AAD, CHECK_PLAINTEXT)?;
         let file = KeystoreFile {
             format: 1,
-            kdf: "argon2id".into(),
-            memory_kib: params.memory_kib,
-            iterations: params.iterations,
-            parallelism: params.parallelism,
+            kdf: PASSPHRASE_KDF.into(),
+            memory_kib: Some(params.memory_kib),
+            iterations: Some(params.iterations),
+            parallelism: Some(params.parallelism),
             salt: hex::encode(salt),
+            seal_key: None,
+            ephemeral: None,
             check: hex::encode(check),
         };
-        let text = toml::to_string(&file).map_err(|e| Error::Usage(e.to_string()))?;
-        fs::create_dir(dir).at(dir)?;
-        fsutil::write_new(
-            &dir.join("keystore.toml"),
-            text.as_bytes(),
-            "keystore description",
-        )?;
+        write_description(dir, &file)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             kek,
+            token: None,
         })
     }
 
-    /// Opens the keystore in `dir` with `pass`; a wrong passphrase is
-    /// [`Error::WrongPassphrase`].
-    pub fn open(dir: &Path, pass: &Passphrase) -> Result<Self> {
-        let path = dir.join("keystore.toml");
-        let corrupt = |problem: &str| Error::Corrupt {
-            path: path.clone(),
-            problem: problem.to_string(),
-        };
-        if !path.is_file() {
-            return Err(Error::NotFound {
-                path,
-                what: "keystore description",
+    /// Creates a new keystore in `dir` (which must not exist) bound to the
+    /// logged-in `token`: a fresh `keystore-seal` key is made in the token
+    /// (ECDH, sensitive, not extractable) and seals the travelling keys;
+    /// every other key is generated in the token. Refuses a token that
+    /// already holds a `keystore-seal` key (it belongs to another
+    /// directory: one token per directory).
+    pub fn create_bound(dir: &Path, mut token: Pkcs11KeyStore) -> Result<Self> {
+        if dir.exists() {
+            return Err(Error::AlreadyExists {
+                path: dir.to_path_buf(),
+                what: "keystore",
             });
         }
-        let text = fs::read_to_string(&path).at(&path)?;
-        let file: KeystoreFile = toml::from_str(&text).map_err(|e| corrupt(&e.to_string()))?;
-        if file.format != 1 || file.kdf != "argon2id" {
-            return Err(corrupt("unsupported keystore format or KDF"));
+        let seal_key = KeyLabel::keystore_seal();
+        if token.contains(&seal_key) {
+            return Err(Error::Usage(format!(
+                "{} already holds a '{seal_key}' key: it belongs to another trustchain \
+                 directory. Use one token per OEM or Guardian directory (initialise a new one, \
+                 for SoftHSM2: `softhsm2-util --init-token --free --label LABEL`)",
+                token.describe()
+            )));
         }
-        let params = KdfParams {
-            memory_kib: file.memory_kib,
-            iterations: file.iterations,
-            parallelism: file.parallelism,
+        let token_public = token.generate(&seal_key, KeyKind::EcdhP256)?;
+        let made = (|| {
+            let (ephemeral, _scalar) = EcdhKey::generate(&mut SystemEntropy)?;
+            let shared = ephemeral.agree(&token_public.0)?;
+            let mut salt = [0u8; 16];
+            SystemEntropy.fill(&mut salt)?;
+            let kek = bound_kek(&shared, &salt, ephemeral.public_key())?;
+            let check = seal(&kek, CHECK_AAD, CHECK_PLAINTEXT)?;
+            let file = KeystoreFile {
+                format: 1,
+                kdf: BOUND_KDF.into(),
+                memory_kib: None,
+                iterations: None,
+                parallelism: None,
+                salt: hex::encode(salt),
+                seal_key: Some(seal_key.to_string()),
+                ephemeral: Some(hex::encode(ephemeral.public_key().0)),
+                check: hex::encode(check),
+            };
+            write_description(dir, &file)?;
+            Ok(kek)
+        })();
+        match made {
+            Ok(kek) => Ok(Self {
+                dir: dir.to_path_buf(),
+                kek,
+                token: Some(token),
+            }),
+            Err(e) => {
+                let _ = token.destroy(&seal_key);
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens the keystore in `dir` with `pass`; a wrong passphrase is
+    /// [`Error::WrongPassphrase`]. A token-bound keystore is refused: it
+    /// opens with [`SealedKeyStore::open_bound`].
+    pub fn open(dir: &Path, pass: &Passphrase) -> Result<Self> {
+        let d = read_description(dir)?;
+        let Unlock::Passphrase(params) = d.unlock else {
+            return Err(Error::Usage(format!(
+                "the keystore {} is bound to a PKCS#11 token, not a passphrase: it opens with \
+                 the token's user PIN, through the OEM or Guardian directory that records the \
+                 token (oem.toml or guardian.toml)",
+                dir.display()
+            )));
         };
-        params
-            .check()
-            .ok_or_else(|| corrupt("Argon2id parameters out of range"))?;
-        let salt = hex::decode(&file.salt).map_err(|_| corrupt("salt is not hex"))?;
-        let check = hex::decode(&file.check).map_err(|_| corrupt("check is not hex"))?;
-        if salt.len() != 16 {
-            return Err(corrupt("salt must be 16 bytes"));
-        }
-        let kek = derive(pass, &salt, params)?;
-        match open(&kek, CHECK_AAD, &check) {
+        let kek = derive(pass, &d.salt, params)?;
+        match open(&kek, CHECK_AAD, &d.check) {
             Some(p) if p.as_slice() == CHECK_PLAINTEXT => Ok(Self {
                 dir: dir.to_path_buf(),
                 kek,
+                token: None,
             }),
             _ => Err(Error::WrongPassphrase {
                 path: dir.to_path_buf(),
             }),
         }
+    }
+
+    /// Opens the token-bound keystore in `dir` with the logged-in `token`.
+    pub fn open_bound(dir: &Path, token: Pkcs11KeyStore) -> Result<Self> {
+        let d = read_description(dir)?;
+        let Unlock::Token {
+            seal_key,
+            ephemeral,
+        } = d.unlock
+        else {
+            return Err(Error::Usage(format!(
+                "the keystore {} is sealed under a passphrase, not bound to {}; open it with \
+                 the passphrase",
+                dir.display(),
+                token.describe()
+            )));
+        };
+        let not_this_token = || {
+            Error::Usage(format!(
+                "{} does not hold the key that seals the keystore {} (its '{seal_key}' key is \
+                 missing or different): this is another token under the same label, or the \
+                 token was re-initialised. Use the token the directory was made with",
+                token.describe(),
+                dir.display()
+            ))
+        };
+        let ka = match token.key_agreement(&seal_key) {
+            Ok(ka) => ka,
+            Err(Error::NoSuchKey { .. }) => return Err(not_this_token()),
+            Err(e) => return Err(e),
+        };
+        let shared = ka.agree(&ephemeral.0)?;
+        let kek = bound_kek(&shared, &d.salt, &ephemeral)?;
+        match open(&kek, CHECK_AAD, &d.check) {
+            Some(p) if p.as_slice() == CHECK_PLAINTEXT => Ok(Self {
+                dir: dir.to_path_buf(),
+                kek,
+                token: Some(token),
+            }),
+            _ => Err(not_this_token()),
+        }
+    }
+
+    /// The token this keystore is bound to, if any.
+    pub fn token(&self) -> Option<&Pkcs11KeyStore> {
+        self.token.as_ref()
+    }
+
+    /// The token, mutable (to undo a failed operation's keys).
+    pub fn token_mut(&mut self) -> Option<&mut Pkcs11KeyStore> {
+        self.token.as_mut()
+    }
+
+    /// The token holding `label`, when this keystore is bound and the key
+    /// does not travel.
+    fn token_for(&self, label: &KeyLabel) -> Option<&Pkcs11KeyStore> {
+        self.token.as_ref().filter(|_| !label.travels())
     }
 
     /// The public key of `label`, read without the passphrase.
@@ -265,13 +498,17 @@ impl SealedKeyStore {
 
     /// Imports a secret received inside a verified package (the Guardian
     /// keeping a job's keys): an ECDH scalar, or an ECDSA scalar converted to
-    /// PKCS#8. Refuses a taken label.
+    /// PKCS#8. Refuses a taken label. Bound to a token, a key that does not
+    /// travel (the job's issuing key) is created in the token instead.
     pub fn import_scalar(
         &mut self,
         label: &KeyLabel,
         kind: KeyKind,
         scalar: &[u8; 32],
     ) -> Result<PublicKey> {
+        if let Some(t) = self.token.as_mut().filter(|_| !label.travels()) {
+            return t.import_scalar(label, kind, scalar);
+        }
         if self.contains(label) {
             return Err(Error::AlreadyExists {
                 path: key_path(&self.dir, label),
@@ -344,6 +581,9 @@ fn read_key_file(dir: &Path, path: &Path, label: &KeyLabel) -> Result<Vec<u8>> {
 
 impl KeyStore for SealedKeyStore {
     fn generate(&mut self, label: &KeyLabel, kind: KeyKind) -> Result<PublicKey> {
+        if let Some(t) = self.token.as_mut().filter(|_| !label.travels()) {
+            return t.generate(label, kind);
+        }
         if self.contains(label) {
             return Err(Error::AlreadyExists {
                 path: key_path(&self.dir, label),
@@ -365,14 +605,23 @@ impl KeyStore for SealedKeyStore {
     }
 
     fn contains(&self, label: &KeyLabel) -> bool {
-        key_path(&self.dir, label).exists()
+        match self.token_for(label) {
+            Some(t) => t.contains(label),
+            None => key_path(&self.dir, label).exists(),
+        }
     }
 
     fn public_key(&self, label: &KeyLabel) -> Result<PublicKey> {
-        Ok(Self::read_public(&self.dir, label)?.1)
+        match self.token_for(label) {
+            Some(t) => t.public_key(label),
+            None => Ok(Self::read_public(&self.dir, label)?.1),
+        }
     }
 
     fn signer(&self, label: &KeyLabel) -> Result<Box<dyn Signer>> {
+        if let Some(t) = self.token_for(label) {
+            return t.signer(label);
+        }
         let pkcs8 = self.unseal(label, KeyKind::EcdsaP256)?;
         Ok(Box::new(EcdsaKey::from_pkcs8(&pkcs8)?))
     }
@@ -382,6 +631,9 @@ impl KeyStore for SealedKeyStore {
         label: &KeyLabel,
         device_ka: &PublicKey,
     ) -> Result<([u8; 65], [u8; 40])> {
+        if let Some(t) = self.token_for(label) {
+            return t.export_wrapped_for_device(label, device_ka);
+        }
         let scalar = self.unseal(label, KeyKind::EcdhP256)?;
         let scalar: &[u8; 32] = scalar[..]
             .try_into()
@@ -390,6 +642,9 @@ impl KeyStore for SealedKeyStore {
     }
 
     fn export_for_package(&self, label: &KeyLabel) -> Result<Zeroizing<[u8; 32]>> {
+        if let Some(t) = self.token_for(label) {
+            return t.export_for_package(label);
+        }
         let scalar = self.unseal(label, KeyKind::EcdhP256)?;
         let mut out = Zeroizing::new([0u8; 32]);
         if scalar.len() != 32 {
@@ -400,6 +655,9 @@ impl KeyStore for SealedKeyStore {
     }
 
     fn key_agreement(&self, label: &KeyLabel) -> Result<Box<dyn KeyAgreement>> {
+        if let Some(t) = self.token_for(label) {
+            return t.key_agreement(label);
+        }
         let scalar = self.unseal(label, KeyKind::EcdhP256)?;
         Ok(Box::new(EcdhKey::from_scalar(&scalar)?))
     }
