@@ -1,4 +1,11 @@
 //! The Guardian directory: identity, keystore, trusted roots, database.
+//!
+//! The identity keys (`guardian-sign`, `guardian-kem`) are made in the
+//! sealed keystore, or inside a PKCS#11 token ([`GuardianDir::init_in_token`])
+//! where they are sensitive and never extractable. With a token, each job's
+//! issuing key is imported into the token too, and only the job's product
+//! key (which must go to every device, wrapped) stays a sealed file, under a
+//! sealing key the token holds (see `keystore::sealed`).
 use std::path::{Path, PathBuf};
 
 use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose};
@@ -7,8 +14,9 @@ use trustchain_formats::OemId;
 use trustchain_oem::crypto::sha256;
 use trustchain_oem::fsutil::{self, StagedDir};
 use trustchain_oem::keystore::passphrase::Passphrase;
+use trustchain_oem::keystore::pkcs11::Pkcs11KeyStore;
 use trustchain_oem::keystore::sealed::{KdfParams, SealedKeyStore};
-use trustchain_oem::keystore::{KeyKind, KeyLabel, KeyStore};
+use trustchain_oem::keystore::{KeyKind, KeyLabel, KeyStore, TokenRef};
 use trustchain_oem::pki::{self, CertSpec};
 
 use crate::error::{Error, Result};
@@ -36,6 +44,9 @@ pub struct GuardianConfig {
     pub created: String,
     /// SHA-256 of the identity (key-agreement) certificate, hex: the ID OEMs wrap for.
     pub id: String,
+    /// The PKCS#11 token holding the keys, if not the passphrase keystore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11: Option<TokenRef>,
 }
 
 /// What `guardian init` made.
@@ -47,6 +58,8 @@ pub struct InitReport {
     pub id: String,
     /// The identity certificate file to give to OEMs.
     pub identity: PathBuf,
+    /// The token holding the identity keys, if any.
+    pub pkcs11: Option<TokenRef>,
 }
 
 /// An opened Guardian directory.
@@ -59,18 +72,58 @@ pub struct GuardianDir {
 /// Placeholder OEM ID of the Guardian's own certificates (they belong to no OEM).
 const NO_OEM: u32 = u32::MAX;
 
+fn check_name(name: &str) -> Result<&str> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 48 {
+        return Err(
+            trustchain_oem::Error::Usage("--name must be 1 to 48 characters".into()).into(),
+        );
+    }
+    Ok(name)
+}
+
 impl GuardianDir {
     /// Creates a Guardian in `path` (must not exist).
     pub fn init(path: &Path, name: &str, pass: &Passphrase, kdf: KdfParams) -> Result<InitReport> {
-        let name = name.trim();
-        if name.is_empty() || name.len() > 48 {
-            return Err(
-                trustchain_oem::Error::Usage("--name must be 1 to 48 characters".into()).into(),
-            );
-        }
+        let name = check_name(name)?;
         let staged = StagedDir::new(path, "Guardian directory")?;
+        let mut ks = SealedKeyStore::create(&staged.path().join("keystore"), pass, kdf)?;
+        Self::init_keys(staged, &mut ks, name, None)
+    }
+
+    /// Creates a Guardian in `path` (must not exist) whose identity keys are
+    /// generated inside the logged-in `token`, sensitive and never
+    /// extractable; `guardian.toml` records the module and token label
+    /// (never the PIN). Refuses a token that already holds trustchain keys;
+    /// on failure nothing is left behind, in the directory or the token.
+    pub fn init_in_token(path: &Path, name: &str, token: Pkcs11KeyStore) -> Result<InitReport> {
+        let name = check_name(name)?;
+        let custody = TokenRef {
+            module: token.module().to_path_buf(),
+            token: token.token_label().to_string(),
+        };
+        let ours = [sign_label(), kem_label(), KeyLabel::keystore_seal()];
+        trustchain_oem::oem::check_token_is_free(&token, &ours[..2])?;
+        let staged = StagedDir::new(path, "Guardian directory")?;
+        let mut ks = SealedKeyStore::create_bound(&staged.path().join("keystore"), token)?;
+        let r = Self::init_keys(staged, &mut ks, name, Some(custody));
+        if r.is_err() {
+            if let Some(t) = ks.token_mut() {
+                for l in &ours {
+                    let _ = t.destroy(l);
+                }
+            }
+        }
+        r
+    }
+
+    fn init_keys(
+        staged: StagedDir,
+        ks: &mut SealedKeyStore,
+        name: &str,
+        custody: Option<TokenRef>,
+    ) -> Result<InitReport> {
         let dir = staged.path();
-        let mut ks = SealedKeyStore::create(&dir.join("keystore"), pass, kdf)?;
         ks.generate(&sign_label(), KeyKind::EcdsaP256)?;
         let kem = ks.generate(&kem_label(), KeyKind::EcdhP256)?;
         let signer = ks.signer(&sign_label())?;
@@ -108,6 +161,7 @@ impl GuardianDir {
             name: name.to_string(),
             created: trustchain_oem::audit::now_rfc3339(),
             id: id.clone(),
+            pkcs11: custody.clone(),
         };
         let text =
             toml::to_string(&config).map_err(|e| trustchain_oem::Error::Usage(e.to_string()))?;
@@ -122,6 +176,7 @@ impl GuardianDir {
             identity: dir.join("identity.pem"),
             dir,
             id,
+            pkcs11: custody,
         })
     }
 
@@ -166,9 +221,20 @@ impl GuardianDir {
     pub fn config(&self) -> &GuardianConfig {
         &self.config
     }
-    /// Unlocks the keystore.
-    pub fn unlock(&self, pass: &Passphrase) -> Result<SealedKeyStore> {
-        Ok(SealedKeyStore::open(&self.path.join("keystore"), pass)?)
+    /// The PKCS#11 token holding the keys, if the Guardian was made with one.
+    pub fn custody(&self) -> Option<&TokenRef> {
+        self.config.pkcs11.as_ref()
+    }
+    /// Unlocks the keystore: `secret` is the keystore passphrase, or the
+    /// token's user PIN when the keys are in a token (the token is then
+    /// opened, once for this process).
+    pub fn unlock(&self, secret: &Passphrase) -> Result<SealedKeyStore> {
+        Ok(trustchain_oem::oem::open_keystore(
+            &self.path,
+            &self.path.join("keystore"),
+            self.custody(),
+            secret,
+        )?)
     }
     /// The database.
     pub fn store(&self) -> Result<Store> {

@@ -5,7 +5,8 @@
 //! OEM_DIR/
 //!   oem.toml                       OEM ID, name
 //!   root.pem device-ca.pem mastering.pem
-//!   keystore/                      sealed private keys (see keystore::sealed)
+//!   keystore/                      sealed private keys (see keystore::sealed);
+//!                                  bound to a PKCS#11 token when oem.toml names one
 //!   products/<id>/product.toml     product ID, name, product key (public)
 //!   products/<id>/product-key.pem  the product key-agreement key (public, SPKI)
 //!   products/<id>/template.toml    device certificate template
@@ -22,8 +23,9 @@ use crate::crypto::{sha256, PublicKey};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, StagedDir};
 use crate::keystore::passphrase::Passphrase;
+use crate::keystore::pkcs11::Pkcs11KeyStore;
 use crate::keystore::sealed::{KdfParams, SealedKeyStore};
-use crate::keystore::{KeyKind, KeyLabel, KeyStore};
+use crate::keystore::{KeyKind, KeyLabel, KeyStore, TokenRef};
 use crate::pki::{self, validity, CertSpec};
 use crate::product::Product;
 
@@ -39,6 +41,59 @@ pub struct OemConfig {
     pub name: String,
     /// Creation time.
     pub created: String,
+    /// The PKCS#11 token holding the keys, if not the passphrase keystore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11: Option<TokenRef>,
+}
+
+/// The keys `oem init` makes: in the token when there is one.
+fn oem_keys() -> [KeyLabel; 3] {
+    [
+        KeyLabel::root_ca(),
+        KeyLabel::device_ca(),
+        KeyLabel::mastering(),
+    ]
+}
+
+/// Refuses a token that holds any of `labels` or a keystore seal: it
+/// belongs to another directory, and nothing may be changed in it.
+pub fn check_token_is_free(token: &Pkcs11KeyStore, labels: &[KeyLabel]) -> Result<()> {
+    let taken: Vec<String> = labels
+        .iter()
+        .chain(std::iter::once(&KeyLabel::keystore_seal()))
+        .filter(|l| token.contains(l))
+        .map(|l| format!("'{l}'"))
+        .collect();
+    if taken.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{} already holds key(s) {}: they belong to another trustchain directory and are left \
+         alone. Use one token per OEM or Guardian directory (initialise a new one, for SoftHSM2: \
+         `softhsm2-util --init-token --free --label LABEL`)",
+        token.describe(),
+        taken.join(", ")
+    )))
+}
+
+/// Opens the keystore of a directory: with the passphrase, or, when the
+/// directory records a token, by logging in to the token with `secret` as
+/// its user PIN. Errors name the directory and the token.
+pub fn open_keystore(
+    dir: &Path,
+    keystore: &Path,
+    custody: Option<&TokenRef>,
+    secret: &Passphrase,
+) -> Result<SealedKeyStore> {
+    let Some(t) = custody else {
+        return SealedKeyStore::open(keystore, secret);
+    };
+    let in_context = |e: Error| match e {
+        Error::Usage(m) => Error::Usage(format!("{}: {m}", dir.display())),
+        other => other,
+    };
+    let token = Pkcs11KeyStore::open(&t.module, &t.token, secret).map_err(in_context)?;
+    SealedKeyStore::open_bound(keystore, token).map_err(in_context)
 }
 
 /// An opened OEM directory.
@@ -60,6 +115,8 @@ pub struct InitReport {
     pub files: Vec<String>,
     /// SHA-256 of the root certificate: the fingerprint to publish.
     pub root_sha256: String,
+    /// The token holding the root CA, device CA and mastering keys, if any.
+    pub pkcs11: Option<TokenRef>,
 }
 
 /// SPKI DER prefix of a P-256 public key (id-ecPublicKey, prime256v1).
@@ -88,6 +145,17 @@ pub fn parse_public_key(bytes: &[u8]) -> Option<PublicKey> {
     PublicKey::from_sec1(point)
 }
 
+fn check_name(name: &str) -> Result<&str> {
+    let name = name.trim();
+    // The longest subject is "NAME Mastering"; X.520 bounds a CN at 64.
+    if name.is_empty() || name.len() > 48 {
+        return Err(Error::Usage(
+            "--name must be 1 to 48 characters (certificate common names are at most 64)".into(),
+        ));
+    }
+    Ok(name)
+}
+
 impl OemDir {
     /// Creates the hierarchy in `path` (which must not exist). Nothing is
     /// left behind on failure.
@@ -99,17 +167,58 @@ impl OemDir {
         kdf: KdfParams,
         operator: &str,
     ) -> Result<InitReport> {
-        let name = name.trim();
-        // The longest subject is "NAME Mastering"; X.520 bounds a CN at 64.
-        if name.is_empty() || name.len() > 48 {
-            return Err(Error::Usage(
-                "--name must be 1 to 48 characters (certificate common names are at most 64)"
-                    .into(),
-            ));
-        }
+        let name = check_name(name)?;
         let staged = StagedDir::new(path, "OEM directory")?;
+        let mut ks = SealedKeyStore::create(&staged.path().join("keystore"), pass, kdf)?;
+        Self::init_keys(staged, &mut ks, oem_id, name, None, operator)
+    }
+
+    /// Creates the hierarchy in `path` (which must not exist) with the root
+    /// CA, device CA and mastering keys generated inside the logged-in
+    /// `token` (sensitive, never extractable): CA signing and mastering
+    /// happen in the HSM. Product keys, which must travel, are sealed in
+    /// `keystore/` under a key the token holds. `oem.toml` records the module
+    /// and token label (never the PIN). Refuses a token that already holds
+    /// trustchain keys; on failure nothing is left behind, in the directory
+    /// or the token.
+    pub fn init_in_token(
+        path: &Path,
+        oem_id: OemId,
+        name: &str,
+        token: Pkcs11KeyStore,
+        operator: &str,
+    ) -> Result<InitReport> {
+        let name = check_name(name)?;
+        let custody = TokenRef {
+            module: token.module().to_path_buf(),
+            token: token.token_label().to_string(),
+        };
+        check_token_is_free(&token, &oem_keys())?;
+        let staged = StagedDir::new(path, "OEM directory")?;
+        let mut ks = SealedKeyStore::create_bound(&staged.path().join("keystore"), token)?;
+        let r = Self::init_keys(staged, &mut ks, oem_id, name, Some(custody), operator);
+        if r.is_err() {
+            if let Some(t) = ks.token_mut() {
+                for l in oem_keys()
+                    .iter()
+                    .chain(std::iter::once(&KeyLabel::keystore_seal()))
+                {
+                    let _ = t.destroy(l);
+                }
+            }
+        }
+        r
+    }
+
+    fn init_keys(
+        staged: StagedDir,
+        ks: &mut SealedKeyStore,
+        oem_id: OemId,
+        name: &str,
+        custody: Option<TokenRef>,
+        operator: &str,
+    ) -> Result<InitReport> {
         let dir = staged.path();
-        let mut ks = SealedKeyStore::create(&dir.join("keystore"), pass, kdf)?;
         ks.generate(&KeyLabel::root_ca(), KeyKind::EcdsaP256)?;
         ks.generate(&KeyLabel::device_ca(), KeyKind::EcdsaP256)?;
         let m_pub = ks.generate(&KeyLabel::mastering(), KeyKind::EcdsaP256)?;
@@ -163,6 +272,7 @@ impl OemDir {
             oem_id: oem_id.get(),
             name: name.to_string(),
             created: audit::now_rfc3339(),
+            pkcs11: custody.clone(),
         };
         let text = toml::to_string(&config).map_err(|e| Error::Usage(e.to_string()))?;
         fsutil::write_new(&dir.join("oem.toml"), text.as_bytes(), "OEM description")?;
@@ -190,6 +300,7 @@ impl OemDir {
             .map(String::from)
             .to_vec(),
             root_sha256,
+            pkcs11: custody,
         })
     }
 
@@ -251,9 +362,15 @@ impl OemDir {
     pub fn keystore_dir(&self) -> PathBuf {
         self.path.join("keystore")
     }
-    /// Unlocks the keystore.
-    pub fn unlock(&self, pass: &Passphrase) -> Result<SealedKeyStore> {
-        SealedKeyStore::open(&self.keystore_dir(), pass)
+    /// The PKCS#11 token holding the keys, if the directory was made with one.
+    pub fn custody(&self) -> Option<&TokenRef> {
+        self.config.pkcs11.as_ref()
+    }
+    /// Unlocks the keystore: `secret` is the keystore passphrase, or the
+    /// token's user PIN when the keys are in a token (the token is then
+    /// opened, once for this process).
+    pub fn unlock(&self, secret: &Passphrase) -> Result<SealedKeyStore> {
+        open_keystore(&self.path, &self.keystore_dir(), self.custody(), secret)
     }
     /// The audit log.
     pub fn audit(&self) -> AuditLog {
