@@ -170,6 +170,14 @@ pub enum OemCommand {
     /// certificate, all ECDSA P-256 and carrying the OEM ID: OEM_DIR/root.pem,
     /// OEM_DIR/device-ca.pem, OEM_DIR/mastering.pem. The private keys are sealed in
     /// OEM_DIR/keystore under the passphrase (Argon2id + AES-256-GCM).
+    ///
+    /// With --pkcs11-module and --token, the root CA, device CA and mastering keys are
+    /// generated inside the PKCS#11 token (an HSM) and never leave it: CA signing and mastering
+    /// happen in the token. Product keys must travel (to every device, into every production
+    /// package), so they stay sealed files in OEM_DIR/keystore, under a key the token holds.
+    /// oem.toml records the module and token label (never the PIN); later commands find the
+    /// token by themselves and ask for its user PIN where they ask for the passphrase
+    /// (--passphrase-file FILE, TRUSTCHAIN_PASSPHRASE, or the prompt). One token per directory.
     Init {
         /// The directory to create.
         oem_dir: PathBuf,
@@ -179,6 +187,9 @@ pub enum OemCommand {
         /// The OEM's name, used in certificate subjects.
         #[arg(long)]
         name: String,
+        /// Keep the keys in a PKCS#11 token instead of the sealed keystore.
+        #[command(flatten)]
+        token: TokenArgs,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -371,12 +382,24 @@ pub struct WrapArgs {
 pub enum GuardianCommand {
     /// Create a Guardian in GUARDIAN_DIR: its identity keys (never exported; sealed in its
     /// keystore) and GUARDIAN_DIR/identity.pem, the certificate OEMs wrap packages for.
+    ///
+    /// With --pkcs11-module and --token, the identity keys (signing, and the key-agreement key
+    /// packages are encrypted to) are generated inside the PKCS#11 token, sensitive and never
+    /// extractable; each imported job's issuing key is put into the token too, so device
+    /// certificates are signed there. Only a job's product key, which goes to every device
+    /// wrapped to the device's own key, stays a sealed file under a key the token holds.
+    /// guardian.toml records the module and token label (never the PIN); import, produce and
+    /// report find the token by themselves and ask for its user PIN where they ask for the
+    /// passphrase (--passphrase-file FILE, TRUSTCHAIN_PASSPHRASE, or the prompt).
     Init {
         /// The directory to create.
         guardian_dir: PathBuf,
         /// The Guardian's name.
         #[arg(long)]
         name: String,
+        /// Keep the keys in a PKCS#11 token instead of the sealed keystore.
+        #[command(flatten)]
+        token: TokenArgs,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,

@@ -5,13 +5,15 @@ use std::path::Path;
 use serde_json::json;
 use trustchain_oem::error::{Error, Result};
 use trustchain_oem::image::LoadOptions;
+use trustchain_oem::keystore::pkcs11::Pkcs11KeyStore;
 use trustchain_oem::keystore::sealed::KdfParams;
+use trustchain_oem::keystore::TokenRef;
 use trustchain_oem::master::{master_release, MasterRequest};
 use trustchain_oem::oem::OemDir;
 use trustchain_oem::product::Product;
 use trustchain_oem::{audit, inspect, pki, release};
 
-use crate::cli::{Cli, Command, MasterArgs, OemCommand};
+use crate::cli::{Cli, Command, MasterArgs, OemCommand, TokenArgs};
 use crate::error::CliError;
 use crate::{demo, device, passphrase};
 
@@ -27,17 +29,25 @@ pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
             oem_dir,
             oem_id,
             name,
+            token,
             json,
         }) => {
-            let pass = passphrase::obtain(pass_file, true)?;
-            let r = OemDir::init(
-                &oem_dir,
-                oem_id,
-                &name,
-                &pass,
-                KdfParams::RECOMMENDED,
-                &audit::default_operator(),
-            )?;
+            let r = match open_token(&token, &oem_dir, "OEM directory", pass_file)? {
+                Some(t) => {
+                    OemDir::init_in_token(&oem_dir, oem_id, &name, t, &audit::default_operator())?
+                }
+                None => {
+                    let pass = passphrase::obtain(pass_file, true)?;
+                    OemDir::init(
+                        &oem_dir,
+                        oem_id,
+                        &name,
+                        &pass,
+                        KdfParams::RECOMMENDED,
+                        &audit::default_operator(),
+                    )?
+                }
+            };
             if json {
                 print_json(&serde_json::to_value(&r).unwrap_or_default());
             } else {
@@ -51,7 +61,13 @@ pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
                     println!("  {}", r.dir.join(f).display());
                 }
                 println!("root certificate SHA-256: {}", r.root_sha256);
-                println!("give root.pem to whoever must trust your devices and releases; keep the keystore and its passphrase apart");
+                match &r.pkcs11 {
+                    Some(t) => {
+                        println!("root CA, device CA and mastering keys: inside {t}, not extractable");
+                        println!("product keys will be sealed in the keystore under a key that token holds; later commands ask for the token's PIN");
+                    }
+                    None => println!("give root.pem to whoever must trust your devices and releases; keep the keystore and its passphrase apart"),
+                }
             }
         }
         Command::Oem(OemCommand::Product {
@@ -62,7 +78,7 @@ pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
             json,
         }) => {
             let oem = OemDir::open(&oem_dir)?;
-            let pass = passphrase::obtain(pass_file, false)?;
+            let pass = passphrase::for_dir(oem.custody(), pass_file)?;
             let mut ks = oem.unlock(&pass)?;
             let r = Product::create(
                 &oem,
@@ -149,7 +165,7 @@ pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
             json,
         } => {
             let oem = OemDir::open(&oem_dir)?;
-            let pass = passphrase::obtain(pass_file, false)?;
+            let pass = passphrase::for_dir(oem.custody(), pass_file)?;
             let ks = oem.unlock(&pass)?;
             let info = release::decrypt_release(&oem, &ks, &dir, &out)?;
             if json {
@@ -240,6 +256,39 @@ pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
     Ok(())
 }
 
+/// For `oem init` and `guardian init` with a token: checks that `dir` is
+/// new, gets the PIN (--pin-file, else the passphrase channel) and logs in
+/// to the token, once for this process. `None` without --pkcs11-module.
+pub(crate) fn open_token(
+    a: &TokenArgs,
+    dir: &Path,
+    what: &'static str,
+    pass_file: Option<&Path>,
+) -> Result<Option<Pkcs11KeyStore>> {
+    let (Some(module), Some(label)) = (&a.pkcs11_module, &a.token) else {
+        return Ok(None);
+    };
+    // Fail on arguments before asking for the PIN.
+    if dir.exists() {
+        return Err(Error::AlreadyExists {
+            path: dir.to_path_buf(),
+            what,
+        });
+    }
+    // Recorded in the directory's metadata: it must name the same file
+    // from wherever later commands run.
+    let module = std::path::absolute(module).map_err(|e| Error::Io {
+        path: module.clone(),
+        source: e,
+    })?;
+    let token = TokenRef {
+        module,
+        token: label.clone(),
+    };
+    let pin = passphrase::pin(a.pin_file.as_deref(), pass_file, &token)?;
+    Pkcs11KeyStore::open(&token.module, &token.token, &pin).map(Some)
+}
+
 fn parse_uids(hexes: &[String]) -> Result<Option<Vec<Vec<u8>>>> {
     if hexes.is_empty() {
         return Ok(None);
@@ -269,7 +318,7 @@ fn master(a: MasterArgs, pass_file: Option<&Path>) -> Result<()> {
         });
     }
     oem.product(a.product)?;
-    let pass = passphrase::obtain(pass_file, false)?;
+    let pass = passphrase::for_dir(oem.custody(), pass_file)?;
     let ks = oem.unlock(&pass)?;
     let req = MasterRequest {
         product: a.product,

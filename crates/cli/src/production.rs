@@ -56,7 +56,7 @@ pub fn run_wrap(a: WrapArgs, pass_file: Option<&Path>) -> Result<(), CliError> {
         }
         .into());
     }
-    let pass = passphrase::obtain(pass_file, false)?;
+    let pass = passphrase::for_dir(oem.custody(), pass_file)?;
     let ks = oem.unlock(&pass)?;
     let req = WrapRequest {
         product: a.product,
@@ -98,14 +98,28 @@ pub fn run_guardian(cmd: GuardianCommand, pass_file: Option<&Path>) -> Result<()
         GuardianCommand::Init {
             guardian_dir,
             name,
+            token,
             json,
         } => {
-            let pass = passphrase::obtain(pass_file, true)?;
-            let r = GuardianDir::init(&guardian_dir, &name, &pass, KdfParams::RECOMMENDED)?;
+            let r = match crate::commands::open_token(
+                &token,
+                &guardian_dir,
+                "Guardian directory",
+                pass_file,
+            )? {
+                Some(t) => GuardianDir::init_in_token(&guardian_dir, &name, t)?,
+                None => {
+                    let pass = passphrase::obtain(pass_file, true)?;
+                    GuardianDir::init(&guardian_dir, &name, &pass, KdfParams::RECOMMENDED)?
+                }
+            };
             if json {
                 print(serde_json::to_value(&r).unwrap_or_default());
             } else {
                 println!("created Guardian '{name}' in {}", r.dir.display());
+                if let Some(t) = &r.pkcs11 {
+                    println!("  identity keys: inside {t}, not extractable");
+                }
                 println!("  identity certificate for OEMs: {}", r.identity.display());
                 println!(
                     "  Guardian ID (SHA-256 of the identity certificate): {}",
@@ -135,7 +149,7 @@ pub fn run_guardian(cmd: GuardianCommand, pass_file: Option<&Path>) -> Result<()
             json,
         } => {
             let g = GuardianDir::open(&guardian_dir)?;
-            let pass = passphrase::obtain(pass_file, false)?;
+            let pass = passphrase::for_dir(g.custody(), pass_file)?;
             let mut ks = g.unlock(&pass)?;
             let r = trustchain_guardian::import::import(&g, &mut ks, &package, now())?;
             if json {
@@ -224,7 +238,7 @@ pub fn run_produce(a: crate::cli::ProduceArgs, pass_file: Option<&Path>) -> Resu
     if count == 0 {
         return Err(Error::Usage("--count must be at least 1".into()).into());
     }
-    let pass = passphrase::obtain(pass_file, false)?;
+    let pass = passphrase::for_dir(g.custody(), pass_file)?;
     let ks = g.unlock(&pass)?;
     let bar = (std::io::stderr().is_terminal() && !json).then(|| {
         let b = indicatif::ProgressBar::new(count);
@@ -299,7 +313,7 @@ pub fn run_report(
     pass_file: Option<&Path>,
 ) -> Result<(), CliError> {
     let g = GuardianDir::open(guardian_dir)?;
-    let pass = passphrase::obtain(pass_file, false)?;
+    let pass = passphrase::for_dir(g.custody(), pass_file)?;
     let ks = g.unlock(&pass)?;
     let r = trustchain_guardian::report::write_report(&g, &ks, job, out)?;
     if json {
