@@ -481,3 +481,23 @@ fn bad_urls_are_refused_clearly() {
     let err = fetch(&a, &format!("https://127.0.0.1:{port}")).unwrap_err();
     assert!(matches!(err, FetchError::Connect { .. }), "{err}");
 }
+
+#[test]
+fn a_release_in_devices_uid_goes_to_that_device_only() {
+    let w = world();
+    let a = device(&w, "a", b"\xa1");
+    let b = device(&w, "b", b"\xb2");
+    // The common release is v1 (what both run); device a1 has its own v2.
+    let dir = w.o.dir.path().join("served");
+    std::fs::create_dir_all(dir.join("devices").join("a1")).unwrap();
+    for f in ["update.upk", "update.enc"] {
+        std::fs::copy(w.v1.join(f), dir.join(f)).unwrap();
+        std::fs::copy(w.v2.join(f), dir.join("devices").join("a1").join(f)).unwrap();
+    }
+    let srv = serve(&w, &dir, None);
+    assert!(fetch(&a, &srv.url).unwrap().staged);
+    assert_eq!(running(&a), [1, 1, 0]);
+    let snap = snapshot(&b);
+    assert!(!fetch(&b, &srv.url).unwrap().staged, "b already runs v1");
+    assert_eq!(snapshot(&b), snap);
+}
