@@ -313,7 +313,7 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
     let pkg = root.join("job-thermostat.tcpkg");
     let w = trustchain_oem::wrap::wrap(
         &oem,
-        &ks,
+        &mut ks,
         &trustchain_oem::wrap::WrapRequest {
             product,
             guardian: g_dir.join("identity.pem"),

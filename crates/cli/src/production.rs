@@ -57,7 +57,7 @@ pub fn run_wrap(a: WrapArgs, pass_file: Option<&Path>) -> Result<(), CliError> {
         .into());
     }
     let pass = passphrase::for_dir(oem.custody(), pass_file)?;
-    let ks = oem.unlock(&pass)?;
+    let mut ks = oem.unlock(&pass)?;
     let req = WrapRequest {
         product: a.product,
         guardian: a.guardian,
@@ -70,7 +70,7 @@ pub fn run_wrap(a: WrapArgs, pass_file: Option<&Path>) -> Result<(), CliError> {
         expires,
         operator: trustchain_oem::audit::default_operator(),
     };
-    let r = wrap(&oem, &ks, &req)?;
+    let r = wrap(&oem, &mut ks, &req)?;
     if a.json {
         print(serde_json::to_value(&r).unwrap_or_default());
     } else {

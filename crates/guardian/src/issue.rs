@@ -331,7 +331,7 @@ mod tests {
             expires: now() + 86_400,
             operator: "t".into(),
         };
-        wrap(&oem, &oks, &req).unwrap();
+        wrap(&oem, &mut oks, &req).unwrap();
         let id = crate::import::import(&g, &mut ks, &pkg, now()).unwrap().job;
         (g, ks, id)
     }

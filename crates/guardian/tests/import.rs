@@ -101,7 +101,7 @@ fn now() -> u64 {
         .as_secs()
 }
 
-fn wrap_for(w: &World, identity: &Path, out: &str, count: u64) -> PathBuf {
+fn wrap_for(w: &mut World, identity: &Path, out: &str, count: u64) -> PathBuf {
     let out = w.tmp.path().join(out);
     let req = WrapRequest {
         product: ProductId::new(7).unwrap(),
@@ -115,7 +115,7 @@ fn wrap_for(w: &World, identity: &Path, out: &str, count: u64) -> PathBuf {
         expires: now() + 86_400,
         operator: "t".into(),
     };
-    wrap(&w.oem, &w.oks, &req).unwrap();
+    wrap(&w.oem, &mut w.oks, &req).unwrap();
     out
 }
 
@@ -141,10 +141,10 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 #[test]
 fn a_package_opens_only_in_its_guardian_once_from_a_trusted_root() {
-    let w = world();
+    let mut w = world();
     let (g, mut ks) = guardian(&w.tmp.path().join("g1"));
     let (g2, mut ks2) = guardian(&w.tmp.path().join("g2"));
-    let pkg = wrap_for(&w, &g.path().join("identity.pem"), "p1.tcpkg", 3);
+    let pkg = wrap_for(&mut w, &g.path().join("identity.pem"), "p1.tcpkg", 3);
 
     // Not trusted yet: refused, nothing changed.
     let before = snapshot(g.path());
@@ -209,11 +209,11 @@ fn a_package_opens_only_in_its_guardian_once_from_a_trusted_root() {
 
 #[test]
 fn a_package_re_encrypted_to_another_guardian_is_refused_there() {
-    let w = world();
+    let mut w = world();
     let (g1, ks1) = guardian(&w.tmp.path().join("g1"));
     let (g2, mut ks2) = guardian(&w.tmp.path().join("g2"));
     g2.trust_root(&w.oem.path().join("root.pem")).unwrap();
-    let pkg = wrap_for(&w, &g1.path().join("identity.pem"), "p.tcpkg", 1);
+    let pkg = wrap_for(&mut w, &g1.path().join("identity.pem"), "p.tcpkg", 1);
     // An insider at Guardian 1 opens it and re-encrypts it to Guardian 2.
     let bytes = std::fs::read(&pkg).unwrap();
     let outer = trustchain_formats::package::Encrypted::parse(&bytes).unwrap();
@@ -238,10 +238,10 @@ fn a_package_re_encrypted_to_another_guardian_is_refused_there() {
 
 #[test]
 fn every_guardian_action_is_in_the_signed_audit_log() {
-    let w = world();
+    let mut w = world();
     let (g, mut ks) = guardian(&w.tmp.path().join("g"));
     g.trust_root(&w.oem.path().join("root.pem")).unwrap();
-    let pkg = wrap_for(&w, &g.path().join("identity.pem"), "p.tcpkg", 2);
+    let pkg = wrap_for(&mut w, &g.path().join("identity.pem"), "p.tcpkg", 2);
     import(&g, &mut ks, &pkg, now()).unwrap();
     let (entries, checkpoints) = g.verify_audit().unwrap().unwrap();
     assert!(
@@ -261,10 +261,10 @@ fn every_guardian_action_is_in_the_signed_audit_log() {
 
 #[test]
 fn group_commit_issues_within_the_count_and_refuses_duplicate_uids() {
-    let w = world();
+    let mut w = world();
     let (g, mut ks) = guardian(&w.tmp.path().join("g"));
     g.trust_root(&w.oem.path().join("root.pem")).unwrap();
-    let pkg = wrap_for(&w, &g.path().join("identity.pem"), "p.tcpkg", 3);
+    let pkg = wrap_for(&mut w, &g.path().join("identity.pem"), "p.tcpkg", 3);
     let job = import(&g, &mut ks, &pkg, now()).unwrap().job;
     let mut store = g.store().unwrap();
     let issuer = trustchain_guardian::issue::JobIssuer::open(&store, &ks, job).unwrap();

@@ -5,9 +5,11 @@
 //! package re-encrypted to another Guardian no longer verifies (the
 //! signature binds the target Guardian's certificate hash).
 //!
-//! The package carries a per-package issuing CA (its key is fresh and lives
-//! only in this package), certified by the OEM device CA: one compromised
-//! Guardian is revoked by revoking its issuing CA alone.
+//! The package carries a per-package issuing CA (its key is fresh, travels
+//! only in this package, and stays at the OEM as `package-<id>-ca` to sign
+//! that CA's CRLs), certified by the OEM device CA: one compromised
+//! Guardian is revoked by revoking its issuing CA alone, one device by the
+//! CRL of its package's CA (`trustchain oem revoke`).
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::key_wrap::KeyWrap;
@@ -20,7 +22,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{sha256, Aead, EcdhKey, Entropy, PublicKey, SystemEntropy};
 use crate::error::{Error, IoContext, Result};
-use crate::keystore::{KeyLabel, KeyStore};
+use crate::keystore::{KeyKind, KeyLabel, KeyStore};
 use crate::oem::OemDir;
 use crate::pki::{self, validity, CertSpec};
 
@@ -183,7 +185,7 @@ pub fn seal_for(kem: &PublicKey, plaintext: &[u8], entropy: &mut dyn Entropy) ->
 }
 
 /// Wraps a production package.
-pub fn wrap(oem: &OemDir, keystore: &dyn KeyStore, req: &WrapRequest) -> Result<WrapReport> {
+pub fn wrap(oem: &OemDir, keystore: &mut dyn KeyStore, req: &WrapRequest) -> Result<WrapReport> {
     if req.out.exists() {
         return Err(Error::AlreadyExists {
             path: req.out.clone(),
@@ -290,6 +292,11 @@ pub fn wrap(oem: &OemDir, keystore: &dyn KeyStore, req: &WrapRequest) -> Result<
     drop(tbs);
     let signed = Zeroizing::new(encode_sign1(Some(&dca_der), &payload, &signature));
     let sealed = seal_for(&guardian.kem_key, &signed, &mut entropy)?;
+    // Kept at the OEM (in its keystore, or its token) to sign this issuing
+    // CA's CRLs: `trustchain oem revoke` of one produced device.
+    let ca_label = crate::revoke::package_ca_label(&hex::encode(package_id))
+        .ok_or(Error::Crypto("package CA label"))?;
+    keystore.import_scalar(&ca_label, KeyKind::EcdsaP256, &issuing_scalar)?;
     crate::fsutil::write_new(&req.out, &sealed, "package file")?;
     // Kept for reconciliation: which issuing CA this package's devices chain to.
     let kept = oem.path().join("packages");

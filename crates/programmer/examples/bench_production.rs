@@ -390,7 +390,7 @@ fn main() {
         let pkg = tmp.path().join(name);
         wrap(
             &oem,
-            &ks,
+            &mut ks,
             &WrapRequest {
                 product: pid,
                 guardian: gdir.join("identity.pem"),

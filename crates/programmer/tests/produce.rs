@@ -18,7 +18,7 @@ fn now() -> u64 {
 }
 
 fn job(
-    o: &Oem,
+    o: &mut Oem,
     count: u64,
 ) -> (
     GuardianDir,
@@ -43,7 +43,7 @@ fn job(
         expires: now() + 3600,
         operator: "t".into(),
     };
-    wrap(&o.oem, &o.ks, &req).unwrap();
+    wrap(&o.oem, &mut o.ks, &req).unwrap();
     let mut gks = g.unlock(&pass()).unwrap();
     let r = trustchain_guardian::import::import(&g, &mut gks, &pkg, now()).unwrap();
     (g, gks, r.job)
@@ -51,8 +51,8 @@ fn job(
 
 #[test]
 fn produce_against_the_count() {
-    let o = oem();
-    let (g, gks, id) = job(&o, 5);
+    let mut o = oem();
+    let (g, gks, id) = job(&mut o, 5);
     let devices = o.dir.path().join("devices");
     let req = |count, stage| Request {
         job: id,
@@ -112,8 +112,8 @@ fn produce_against_the_count() {
 
 #[test]
 fn threads_never_exceed_the_count_and_stages_separate() {
-    let o = oem();
-    let (g, gks, id) = job(&o, 4);
+    let mut o = oem();
+    let (g, gks, id) = job(&mut o, 4);
     let devices = o.dir.path().join("devices");
     // Provision only, with more threads than devices left.
     let s = produce(
@@ -152,8 +152,8 @@ fn threads_never_exceed_the_count_and_stages_separate() {
     .unwrap();
     assert_eq!(s.programmed, 4);
     // Two producers at once on a fresh job: the total is the count exactly.
-    let o2 = oem();
-    let (g2, gks2, id2) = job(&o2, 5);
+    let mut o2 = oem();
+    let (g2, gks2, id2) = job(&mut o2, 5);
     let d2 = o2.dir.path().join("devices");
     std::thread::scope(|s| {
         for k in 0..2 {
@@ -187,8 +187,8 @@ fn threads_never_exceed_the_count_and_stages_separate() {
 
 #[test]
 fn the_signed_report_reconciles_at_the_oem_and_tampering_shows() {
-    let o = oem();
-    let (g, gks, id) = job(&o, 3);
+    let mut o = oem();
+    let (g, gks, id) = job(&mut o, 3);
     let devices = o.dir.path().join("devices");
     produce(
         &g,
@@ -236,4 +236,76 @@ fn delete_log_entry(db: std::path::PathBuf) -> bool {
     c.execute("DELETE FROM log WHERE job = 1 AND n = 2", [])
         .unwrap()
         == 1
+}
+
+#[test]
+fn the_oem_revokes_one_produced_device_with_the_package_ca_it_kept() {
+    use x509_cert::der::{Decode, Encode};
+    let mut o = oem();
+    let (g, gks, id) = job(&mut o, 2);
+    let devices = o.dir.path().join("devices");
+    produce(
+        &g,
+        &gks,
+        &Request {
+            job: id,
+            devices: devices.clone(),
+            count: 1,
+            threads: 1,
+            stage: Stage::Provision,
+            now: now(),
+            transcript: None,
+        },
+        &|_, _| {},
+    )
+    .unwrap();
+    let dir = std::fs::read_dir(&devices)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("device.toml").exists())
+        .unwrap();
+    let mut dev = trustchain_device_sim::SimDevice::open(&dir).unwrap();
+    let (chain, _) = Programmer::new(SimLink::new(&mut dev).unwrap())
+        .cert_chain()
+        .unwrap();
+    let r = trustchain_oem::revoke::revoke(
+        &o.oem,
+        &o.ks,
+        &trustchain_oem::revoke::RevokeRequest {
+            cert: chain[0].clone(),
+            cert_path: dir.join("cert"),
+            reason: trustchain_oem::revoke::Reason::KeyCompromise,
+            days: 7,
+            operator: "test".into(),
+            now: time::OffsetDateTime::now_utc(),
+        },
+    )
+    .unwrap();
+    assert!(r.issuer.starts_with("package "), "{}", r.issuer);
+    // The CRL is the package CA's: its issuer name, its signature, the serial.
+    let leaf = x509_cert::Certificate::from_der(&chain[0]).unwrap();
+    let ca = x509_cert::Certificate::from_der(&chain[1]).unwrap();
+    let pem = std::fs::read(&r.crl).unwrap();
+    let (_, der) = x509_cert::der::pem::decode_vec(&pem).unwrap();
+    let crl = x509_cert::crl::CertificateList::from_der(&der).unwrap();
+    assert_eq!(crl.tbs_cert_list.issuer, leaf.tbs_certificate.issuer);
+    assert_eq!(crl.tbs_cert_list.issuer, ca.tbs_certificate.subject);
+    let ca_key = trustchain_oem::pki::cert_public_key(&ca).unwrap();
+    aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
+        &ca_key.0,
+    )
+    .verify(
+        &crl.tbs_cert_list.to_der().unwrap(),
+        crl.signature.raw_bytes(),
+    )
+    .expect("signed by the package's issuing CA");
+    let listed: Vec<_> = crl
+        .tbs_cert_list
+        .revoked_certificates
+        .iter()
+        .flatten()
+        .map(|e| e.serial_number.clone())
+        .collect();
+    assert_eq!(listed, vec![leaf.tbs_certificate.serial_number.clone()]);
 }

@@ -48,7 +48,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 #[test]
 fn oem_secrets_never_appear_in_the_clear_on_the_programmer_side() {
-    let o = oem();
+    let mut o = oem();
     let rel = release(&o, "rel", "1.0.0", 6_000, 1);
     let gdir = o.dir.path().join("guardian");
     GuardianDir::init(&gdir, "Center", &pass(), FAST).unwrap();
@@ -67,7 +67,7 @@ fn oem_secrets_never_appear_in_the_clear_on_the_programmer_side() {
         expires: now() + 3600,
         operator: "t".into(),
     };
-    wrap(&o.oem, &o.ks, &req).unwrap();
+    wrap(&o.oem, &mut o.ks, &req).unwrap();
     let mut gks = g.unlock(&pass()).unwrap();
     // The secrets, as the test (not the programmer) knows them: the product
     // key from the OEM keystore, the issuing CA key from inside the package.

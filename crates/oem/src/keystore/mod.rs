@@ -170,6 +170,17 @@ pub trait KeyStore {
     /// goes straight into a package encrypted for one Guardian. A backend
     /// that cannot export (an HSM) refuses, and the wrap happens inside it.
     fn export_for_package(&self, label: &KeyLabel) -> Result<Zeroizing<[u8; 32]>>;
+    /// Keeps a private scalar made outside the keystore under `label`
+    /// (refuses a taken label): the Guardian taking a job's keys from a
+    /// package, the OEM keeping a package's issuing CA key to sign that CA's
+    /// CRLs. An ECDSA scalar becomes a signing key, an ECDH one a
+    /// key-agreement key; in a token it is sensitive and not extractable.
+    fn import_scalar(
+        &mut self,
+        label: &KeyLabel,
+        kind: KeyKind,
+        scalar: &[u8; 32],
+    ) -> Result<PublicKey>;
 }
 
 impl Signer for crate::crypto::EcdsaKey {

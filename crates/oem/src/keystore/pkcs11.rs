@@ -605,6 +605,14 @@ impl Pkcs11KeyStore {
 }
 
 impl KeyStore for Pkcs11KeyStore {
+    fn import_scalar(
+        &mut self,
+        label: &KeyLabel,
+        kind: KeyKind,
+        scalar: &[u8; 32],
+    ) -> Result<PublicKey> {
+        Pkcs11KeyStore::import_scalar(self, label, kind, scalar)
+    }
     fn generate(&mut self, label: &KeyLabel, kind: KeyKind) -> Result<PublicKey> {
         let t = &self.token;
         let s = t.lock()?;

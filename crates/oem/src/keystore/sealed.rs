@@ -580,6 +580,14 @@ fn read_key_file(dir: &Path, path: &Path, label: &KeyLabel) -> Result<Vec<u8>> {
 }
 
 impl KeyStore for SealedKeyStore {
+    fn import_scalar(
+        &mut self,
+        label: &KeyLabel,
+        kind: KeyKind,
+        scalar: &[u8; 32],
+    ) -> Result<PublicKey> {
+        SealedKeyStore::import_scalar(self, label, kind, scalar)
+    }
     fn generate(&mut self, label: &KeyLabel, kind: KeyKind) -> Result<PublicKey> {
         if let Some(t) = self.token.as_mut().filter(|_| !label.travels()) {
             return t.generate(label, kind);
