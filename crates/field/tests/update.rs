@@ -501,3 +501,94 @@ fn a_release_in_devices_uid_goes_to_that_device_only() {
     assert!(!fetch(&b, &srv.url).unwrap().staged, "b already runs v1");
     assert_eq!(snapshot(&b), snap);
 }
+
+#[test]
+fn a_release_mastered_for_one_device_key_reaches_it_and_no_other() {
+    let w = world();
+    // Device a, provisioned here to learn its key-agreement key.
+    let a = w.devices.join("a");
+    let agreement = {
+        let mut dev = SimDevice::create(&a, b"\xa1", 0x42, Geometry::SMALL_PAGES).unwrap();
+        let p = {
+            let mut prog = Programmer::new(SimLink::new(&mut dev).unwrap());
+            let p = trustchain_programmer::lab::provision(
+                &mut prog,
+                &w.o.oem,
+                &w.o.ks,
+                trustchain_formats::ProductId::new(7).unwrap(),
+                1,
+            )
+            .unwrap();
+            let (upk, enc) = read_release(&w.v1);
+            prog.send_release(&upk, &enc, false, &mut |_, _| {})
+                .unwrap();
+            p
+        };
+        dev.save().unwrap();
+        p.agreement_key
+    };
+    let b = device(&w, "b", b"\xb2");
+    // v2 for a alone: its content key also wrapped to a's key, UID allow-list [a1].
+    let key_file = w.o.dir.path().join("a-agreement.pem");
+    std::fs::write(
+        &key_file,
+        trustchain_oem::oem::public_key_pem(&trustchain_oem::crypto::PublicKey(agreement)),
+    )
+    .unwrap();
+    let img = w.o.dir.path().join("for-a.bin");
+    std::fs::write(&img, vec![0x5au8; 7000]).unwrap();
+    let served = w.o.dir.path().join("served");
+    let for_a = served.join("devices").join("a1");
+    std::fs::create_dir_all(served.join("devices")).unwrap();
+    trustchain_oem::master::master_release(
+        &w.o.oem,
+        &w.o.ks,
+        &trustchain_oem::master::MasterRequest {
+            product: trustchain_formats::ProductId::new(7).unwrap(),
+            version: "1.2.0".parse().unwrap(),
+            security_counter: None,
+            force: true,
+            image: img,
+            format: None,
+            load: trustchain_oem::image::LoadOptions {
+                raw_load_address: trustchain_programmer::sim::FLASH_BASE as u64,
+                ..Default::default()
+            },
+            devices: vec![key_file],
+            device_uids: Some(vec![vec![0xa1]]),
+            out: for_a.clone(),
+            operator: "test".into(),
+        },
+        &|_, _| {},
+    )
+    .unwrap();
+    for f in ["update.upk", "update.enc"] {
+        std::fs::copy(w.v1.join(f), served.join(f)).unwrap();
+    }
+    let srv = serve(&w, &served, None);
+    assert_eq!(fetch(&a, &srv.url).unwrap().version, "1.2.0");
+    assert_eq!(running(&a), [1, 2, 0]);
+    // b is served the common release (it runs it already) ...
+    let snap = snapshot(&b);
+    assert_eq!(fetch(&b, &srv.url).unwrap().version, "1.0.0");
+    assert_eq!(snapshot(&b), snap);
+    // ... and a's release, handed to b by a hostile server, is refused by b's SBM.
+    let for_a2 = for_a.clone();
+    let err = {
+        let url = evil(&w, move |path| {
+            let (upk, enc) = read_release(&for_a2);
+            let body = if path.ends_with("update.upk") {
+                upk
+            } else {
+                enc
+            };
+            ok_response(&body, Some(body.len()))
+        });
+        fetch(&b, &url).unwrap_err()
+    };
+    assert!(
+        matches!(err, FetchError::Refused(Status::UidNotAllowed)),
+        "{err}"
+    );
+    assert_eq!(snapshot(&b), snap);
+}
