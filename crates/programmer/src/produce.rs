@@ -186,6 +186,13 @@ fn select_devices(
 /// Devices a worker claims at a time. Their certificates are issued in one
 /// group commit (one transaction, one fsync for the group, every
 /// certificate recorded before any leaves the Guardian).
+///
+/// The price of a group: a station killed in the middle of one leaves up to
+/// `GROUP` devices per worker with keys and no certificate (the next run
+/// refuses them as not blank, as it did the one device in hand before), or
+/// up to `GROUP` certificates recorded as issued to devices that never
+/// received them (they count against the job and show in the report). The
+/// count and the records hold either way.
 pub const GROUP: usize = 16;
 
 /// Runs production. `progress(done, total)` is called after each device.
