@@ -282,6 +282,7 @@ fn handle(
             let why = tls::tls_error(&e)
                 .map(tls::describe)
                 .unwrap_or_else(|| e.to_string());
+            linger(&mut tls);
             if tls::tls_error(&e).is_some() {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(format!("refused: {why}"));
@@ -337,8 +338,32 @@ fn handle(
     ))
 }
 
-/// Reads `GET <path> HTTP/1.1` and the header lines, bounded.
-fn read_request(tls: &mut impl Read) -> Result<String, (u16, String)> {
+/// After a refused handshake: sends the queued alert, closes our side and
+/// drains what the client still sends for a moment, so that the close is
+/// not a reset that would destroy the alert before the client reads it.
+fn linger(tls: &mut rustls::StreamOwned<rustls::ServerConnection, TcpStream>) {
+    while tls.conn.wants_write() {
+        if tls.conn.write_tls(&mut tls.sock).is_err() {
+            return;
+        }
+    }
+    let _ = tls.sock.shutdown(std::net::Shutdown::Write);
+    let _ = tls.sock.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut sink = [0u8; 4096];
+    let mut left: usize = 64 * 1024;
+    while left > 0 {
+        match tls.sock.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
+/// Reads `GET <path> HTTP/1.1` and the header lines, bounded; returns the
+/// path, or the status code and reason to answer with. Public for the fuzz
+/// target (`fuzz/fuzz_targets/http_head.rs`): the server reads this from
+/// any client that passed the TLS handshake.
+pub fn read_request(tls: &mut impl Read) -> Result<String, (u16, String)> {
     let head = read_head(tls, MAX_REQUEST_HEAD).map_err(|e| (400, e))?;
     let first = head.lines().next().unwrap_or_default();
     let mut parts = first.split(' ');
@@ -352,7 +377,7 @@ fn read_request(tls: &mut impl Read) -> Result<String, (u16, String)> {
 }
 
 /// Reads up to the blank line ending an HTTP head, at most `max` bytes.
-fn read_head(r: &mut impl Read, max: usize) -> Result<String, String> {
+pub fn read_head(r: &mut impl Read, max: usize) -> Result<String, String> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -503,6 +528,23 @@ fn parse_url(url: &str) -> Result<(String, String), FetchError> {
     Ok((host, addr))
 }
 
+/// The status code and the `Content-Length` (if any, and if a number) of a
+/// response head as [`read_head`] returns it; `None` if the status line has
+/// no numeric code. Public for the fuzz target
+/// (`fuzz/fuzz_targets/http_head.rs`): the device reads this from the server.
+pub fn response_head(head: &str) -> Option<(u16, Option<u64>)> {
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())?;
+    let length: Option<u64> = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok());
+    Some((status, length))
+}
+
 /// One GET over a fresh TLS session; the body is read up to `limit` bytes
 /// (`Content-Length` above it is refused before reading, and so is a
 /// stream that runs past it).
@@ -541,22 +583,22 @@ fn get(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: trustchain-device\r\nConnection: close\r\n\r\n"
     )
     .and_then(|_| tls.flush())
-    .map_err(tls_err)?;
+    .map_err(|e| {
+        // The server may have refused our certificate and closed before the
+        // request went out: its alert is waiting to be read.
+        let mut byte = [0u8; 1];
+        match tls.read(&mut byte) {
+            Err(alert) if tls::tls_error(&alert).is_some() => tls_err(alert),
+            _ => tls_err(e),
+        }
+    })?;
     let mut reader = BufReader::new(tls);
     // A refused client certificate shows up as an alert on the first read.
     reader.fill_buf().map_err(tls_err)?;
     let head = read_head(&mut reader, MAX_RESPONSE_HEAD)
         .map_err(|why| FetchError::Other(format!("{url}{path}: {why}")))?;
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
+    let (status, length) = response_head(&head)
         .ok_or_else(|| FetchError::Other(format!("{url}{path}: not an HTTP response")))?;
-    let length: Option<u64> = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse().ok());
     if status != 200 {
         let mut body = Vec::new();
         let _ = reader.take(1024).read_to_end(&mut body);
