@@ -37,6 +37,8 @@ const ATTACKS: &[&str] = &[
     "package-replay",
     "package-tampered",
     "package-untrusted-root",
+    "produce-expired-job",
+    "produce-wrong-device-type",
     "release-forged-signer",
     "release-mix-and-match",
     "release-rollback",
@@ -367,12 +369,16 @@ fn the_world_accepts_the_honest_path() {
         .iter()
         .map(|j| j["remaining"].as_u64().unwrap())
         .collect();
-    assert_eq!(remaining, [0, 2], "job 1 is exhausted, job 2 has room");
+    assert_eq!(
+        remaining,
+        [0, 2, 1, 1],
+        "job 1 is used up; jobs 2, 3 (type 5 only) and 4 (expired) have room"
+    );
     assert!(ok(
         w,
         &["guardian", "import", "center-a", "packages/fresh.tcpkg"]
     )
-    .contains("as job 3"));
+    .contains("as job 5"));
     assert!(
         ok(w, &["device", "update", "devices/dev", "releases/1.1.0"]).contains("updated to 1.1.0")
     );
@@ -809,6 +815,55 @@ mod bless {
                 "1",
             ],
         );
+        // Job 3: devices of type 5 only. Job 4: expires five seconds from now.
+        json(
+            b,
+            &[
+                "wrap",
+                "world/acme",
+                "--product",
+                "7",
+                "--guardian",
+                a_id,
+                "--count",
+                "1",
+                "--release",
+                "world/releases/1.0.0",
+                "--out",
+                "pk/job3.tcpkg",
+                "--expires",
+                LATER,
+                "--device-type",
+                "5",
+                "--json",
+            ],
+        );
+        ok(
+            b,
+            &["guardian", "import", "world/center-a", "pk/job3.tcpkg"],
+        );
+        let job4_expires = now() + 5;
+        let job4_soon = time::OffsetDateTime::from_unix_timestamp(job4_expires as i64)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        wrap("world/acme", a_id, "1", "pk/job4.tcpkg", &job4_soon);
+        ok(
+            b,
+            &["guardian", "import", "world/center-a", "pk/job4.tcpkg"],
+        );
+        ok(
+            b,
+            &[
+                "device",
+                "new",
+                "type1/line/dev-1",
+                "--uid",
+                "31323334",
+                "--flash-size",
+                "16384",
+            ],
+        );
         // An honest package for A, never imported.
         std::fs::create_dir_all(w.join("packages")).unwrap();
         wrap("world/acme", a_id, "1", "world/packages/fresh.tcpkg", LATER);
@@ -1049,6 +1104,35 @@ mod bless {
             .concat(),
             control: None,
         }, &[("clone/line", "line")]);
+        fixture(b, "produce-wrong-device-type", &Attack {
+            threat: "wrong target at production (a part the job does not allow)".into(),
+            description: "A blank part of type 1 brought to the line for job 3, which Acme wrapped for devices of type 5 only.".into(),
+            command: s(&["produce", "center-a", "--job", "3", "--devices", "attack/line", "--count", "1"]),
+            exit_code: 1,
+            error: s(&["1 device(s) failed"]),
+            stdout: s(&["UID 31323334 type 1 not allowed by the job", "1 remaining in the job"]),
+            unchanged: s(GUARDIAN_ASSETS),
+            after: [
+                vec![After {
+                    command: s(&["device", "info", "attack/line/dev-1", "--json"]),
+                    stdout: "\"certificate_chain\": null".into(),
+                }],
+                log_intact(),
+            ]
+            .concat(),
+            control: None,
+        }, &[("type1/line", "line")]);
+        fixture(b, "produce-expired-job", &Attack {
+            threat: "expired package at production (freeze at production)".into(),
+            description: "Job 4 was imported while its package was valid; it has since expired, and the station asks for a device.".into(),
+            command: s(&["produce", "center-a", "--job", "4", "--devices", "line", "--count", "1"]),
+            exit_code: 1,
+            error: s(&["job 4 has expired"]),
+            stdout: vec![],
+            unchanged: s(GUARDIAN_ASSETS),
+            after: log_intact(),
+            control: None,
+        }, &[]);
         fixture(b, "reprovision-locked-device", &Attack {
             threat: "reprovisioning a locked device".into(),
             description: "Lab provisioning run again on the device in the field, which is provisioned and locked, to give it new keys and OEM keys.".into(),
@@ -1080,7 +1164,7 @@ mod bless {
         // The world itself.
         copy_dir(&w, &data.join("world"));
         // The expired package must be expired before any test uses it.
-        while now() <= expires_at {
+        while now() <= expires_at.max(job4_expires) {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
