@@ -10,56 +10,70 @@ use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::{NistP256, PublicKey, SecretKey};
-use sha2::digest::{self, consts, Digest};
+use sha2::Digest;
 use trustchain_formats::cose::KDF_CONTEXT_A128KW;
 use zeroize::Zeroizing;
 
 use crate::hal::Rng;
 
 /// SHA-256 (FIPS 180-4), incremental, behind RustCrypto's `Digest` traits
-/// so that HKDF and RFC 6979 run on it too.
-///
-/// The compression function is `hmac-sha256`'s rather than `sha2`'s: it
-/// keeps sixteen rounds unrolled in one function that runs four times per
-/// block, where `sha2` unrolls all 64 (7 KiB of the Cortex-M4 firmware) or,
-/// built for size, keeps a round loop that shuffles the eight working
-/// variables every round (~50 instructions per byte against ~37). Lengths
-/// are counted in `usize`: on a 32-bit target, correct up to 512 MiB of
-/// input, far more than the SBM ever hashes (its flash).
-#[derive(Clone, Default)]
-pub struct Hasher(hmac_sha256::Hash);
+/// so that HKDF and RFC 6979 run on it too: `sha2` on the host (where it
+/// uses the CPU's SHA extensions: the simulator and the production station
+/// hash every image several times), and with the `small` feature (the
+/// Cortex-M4 firmware) [`small::Hasher`], built for flash size.
+#[cfg(not(feature = "small"))]
+pub type Hasher = sha2::Sha256;
+#[cfg(feature = "small")]
+pub use small::Hasher;
 
-impl digest::HashMarker for Hasher {}
+#[cfg(feature = "small")]
+mod small {
+    use sha2::digest::{self, consts};
 
-impl digest::OutputSizeUser for Hasher {
-    type OutputSize = consts::U32;
-}
+    /// SHA-256 (FIPS 180-4) for the device.
+    ///
+    /// The compression function is `hmac-sha256`'s rather than `sha2`'s: it
+    /// keeps sixteen rounds unrolled in one function that runs four times per
+    /// block, where `sha2` unrolls all 64 (7 KiB of the Cortex-M4 firmware) or,
+    /// built for size, keeps a round loop that shuffles the eight working
+    /// variables every round (~50 instructions per byte against ~37). Lengths
+    /// are counted in `usize`: on a 32-bit target, correct up to 512 MiB of
+    /// input, far more than the SBM ever hashes (its flash).
+    #[derive(Clone, Default)]
+    pub struct Hasher(hmac_sha256::Hash);
 
-impl digest::core_api::BlockSizeUser for Hasher {
-    type BlockSize = consts::U64;
-}
+    impl digest::HashMarker for Hasher {}
 
-impl digest::Update for Hasher {
-    fn update(&mut self, data: &[u8]) {
-        self.0.update(data);
+    impl digest::OutputSizeUser for Hasher {
+        type OutputSize = consts::U32;
     }
-}
 
-impl digest::FixedOutput for Hasher {
-    fn finalize_into(self, out: &mut digest::Output<Self>) {
-        out.copy_from_slice(&self.0.finalize());
+    impl digest::core_api::BlockSizeUser for Hasher {
+        type BlockSize = consts::U64;
     }
-}
 
-impl digest::Reset for Hasher {
-    fn reset(&mut self) {
-        *self = Self::default();
+    impl digest::Update for Hasher {
+        fn update(&mut self, data: &[u8]) {
+            self.0.update(data);
+        }
     }
-}
 
-impl digest::FixedOutputReset for Hasher {
-    fn finalize_into_reset(&mut self, out: &mut digest::Output<Self>) {
-        out.copy_from_slice(&core::mem::take(&mut self.0).finalize());
+    impl digest::FixedOutput for Hasher {
+        fn finalize_into(self, out: &mut digest::Output<Self>) {
+            out.copy_from_slice(&self.0.finalize());
+        }
+    }
+
+    impl digest::Reset for Hasher {
+        fn reset(&mut self) {
+            *self = Self::default();
+        }
+    }
+
+    impl digest::FixedOutputReset for Hasher {
+        fn finalize_into_reset(&mut self, out: &mut digest::Output<Self>) {
+            out.copy_from_slice(&core::mem::take(&mut self.0).finalize());
+        }
     }
 }
 
