@@ -141,7 +141,10 @@ impl<'a> JobIssuer<'a> {
     /// every serial is assigned exactly as [`Store::issue_batch`] always
     /// does; a certificate made for another serial is dropped unseen and
     /// that device is signed again there. The count check, the duplicate
-    /// check and the records are those of [`Store::issue_batch`].
+    /// check and the records are those of [`Store::issue_batch`]. An error
+    /// (the database) stops the run at the group it happened in: the
+    /// groups before it were committed and delivered, that one was not
+    /// committed, and the ones after it were never started.
     pub fn issue_pipelined(
         &self,
         store: &mut Store,
