@@ -115,6 +115,12 @@ pub fn generate_key<R: Rng>(rng: &mut R) -> (Zeroizing<[u8; 32]>, [u8; 65]) {
     (scalar, public_of(&sk))
 }
 
+/// Whether `scalar` is a valid P-256 private key (32 bytes, in [1, n−1]),
+/// without the scalar multiplication a public key would cost.
+pub fn is_valid_scalar(scalar: &[u8]) -> bool {
+    SecretKey::from_slice(scalar).is_ok()
+}
+
 fn public_of(sk: &SecretKey) -> [u8; 65] {
     let mut out = [0u8; 65];
     out.copy_from_slice(sk.public_key().to_encoded_point(false).as_bytes());
@@ -282,5 +288,20 @@ mod tests {
             ));
         }
         assert!(sign_prehash(&[0u8; 32], &[1; 32]).is_none(), "zero scalar");
+        // Valid scalars are exactly those a public key exists for.
+        let n = [
+            0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2,
+            0xfc, 0x63, 0x25, 0x51,
+        ];
+        let mut n_minus_1 = n;
+        n_minus_1[31] -= 1;
+        let mut one = [0u8; 32];
+        one[31] = 1;
+        for s in [[0u8; 32], n, [0xff; 32], n_minus_1, one, [0x42; 32]] {
+            assert_eq!(is_valid_scalar(&s), public_key(&s).is_some(), "{s:02x?}");
+        }
+        assert!(!is_valid_scalar(&n) && is_valid_scalar(&n_minus_1) && is_valid_scalar(&one));
+        assert!(!is_valid_scalar(&one[..31]));
     }
 }

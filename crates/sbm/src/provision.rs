@@ -165,7 +165,7 @@ impl<F: Flash, P: Protected, R: Rng> Sbm<F, P, R> {
         }
         let product = crypto::unwrap_product_key(&ka[..], ephemeral, wrapped)
             .ok_or(Status::BadKeyDelivery)?;
-        if crypto::public_key(&product[..]).is_none() {
+        if !crypto::is_valid_scalar(&product[..]) {
             return Err(Status::BadKeyDelivery);
         }
         let mut keys = [0u8; OEM_KEYS_LEN];
