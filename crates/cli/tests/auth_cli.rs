@@ -1,43 +1,11 @@
 //! `trustchain auth DEVICE_A DEVICE_B` as a user runs it: both identities and
 //! the outcome; a refusal names its reason, exits non-zero, and no device
 //! file changes, ever.
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
-const PASS: &str = "auth test passphrase";
+use std::path::Path;
 
-fn tc(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trustchain"))
-        .args(args.iter().map(|a| a.as_ref()))
-        .env("TRUSTCHAIN_PASSPHRASE", PASS)
-        .env_remove("TRUSTCHAIN_LOG")
-        .output()
-        .expect("run trustchain")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Every file of a device directory, for "nothing changed" checks.
-fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let p = e.unwrap().path();
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect();
-    v.sort();
-    v
-}
+use support::*;
 
 /// Runs `auth` with `extra` args and `--json`; asserts that no file of
 /// either device changed; returns (exit success, JSON, stderr).

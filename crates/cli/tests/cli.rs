@@ -1,66 +1,11 @@
 //! The CLI as a user meets it: every command, and every kind of bad input
 //! getting one clear message, a non-zero exit and no partial output.
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
-const PASS: &str = "integration test passphrase";
+use std::path::PathBuf;
+use std::process::Command;
 
-fn tc(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trustchain"))
-        .args(args.iter().map(|a| a.as_ref()))
-        .env("TRUSTCHAIN_PASSPHRASE", PASS)
-        .env_remove("TRUSTCHAIN_LOG")
-        .output()
-        .expect("run trustchain")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Fails with exactly one `error:` line naming `needle`.
-fn fails_with(out: &Output, needle: &str) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "should fail: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(
-        err.lines().filter(|l| l.starts_with("error:")).count(),
-        1,
-        "{err}"
-    );
-    assert!(
-        err.contains(needle),
-        "stderr should mention {needle:?}: {err}"
-    );
-    err
-}
-
-/// Every file below `dir` with its bytes, to prove nothing changed.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = vec![];
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.clone(), std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
+use support::*;
 
 struct Env {
     _tmp: tempfile::TempDir,

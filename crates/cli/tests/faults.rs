@@ -14,12 +14,13 @@
 //!   one uninterrupted run still works and the signed report reconciles.
 //!
 //! `cargo test -p trustchain --test faults -- --nocapture` prints a summary.
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,37 +30,11 @@ use trustchain_formats::cbor::Reader;
 use trustchain_oem::crypto::sha256;
 use trustchain_sbm::hal::Field;
 
-const PASS: &str = "fault test passphrase";
+use support::*;
 
 /// The two tests time processes against each other: run them one at a time
 /// (on a 2-core machine, the concurrent one would skew the kill timings).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn trustchain(args: &[&dyn AsRef<OsStr>]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_trustchain"));
-    c.args(args.iter().map(|a| a.as_ref()))
-        .env("TRUSTCHAIN_PASSPHRASE", PASS)
-        .env_remove("TRUSTCHAIN_LOG");
-    c
-}
-
-fn tc(args: &[&dyn AsRef<OsStr>]) -> Output {
-    trustchain(args).output().expect("run trustchain")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_str(&ok(out)).expect("JSON output")
-}
 
 /// A child process that is killed and reaped if the test panics.
 struct Proc(Child);

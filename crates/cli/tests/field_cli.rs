@@ -1,51 +1,12 @@
 //! In the field through the binary: `oem server-cert`, `update-server`,
 //! `device fetch` + `device boot`, `oem revoke`, and their refusals.
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 
-const PASS: &str = "field test passphrase";
-
-fn cmd(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_trustchain"));
-    c.args(args.iter().map(|a| a.as_ref()))
-        .env("TRUSTCHAIN_PASSPHRASE", PASS)
-        .env_remove("TRUSTCHAIN_LOG");
-    c
-}
-
-fn tc(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    cmd(args).output().expect("run trustchain")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails_with(out: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "should fail: {err}");
-    assert!(
-        err.contains(needle),
-        "stderr should mention {needle:?}: {err}"
-    );
-}
-
-fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
-        .collect();
-    v.sort();
-    v
-}
+use support::*;
 
 /// A running `trustchain update-server`, killed on drop.
 struct Server {
@@ -61,7 +22,7 @@ impl Drop for Server {
 }
 
 fn server(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Server {
-    let mut child = cmd(args)
+    let mut child = trustchain(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
