@@ -445,6 +445,62 @@ fn help_explains_the_supply_chain() {
     let out = ok(&tc(&[&"master", &"--help"]));
     assert!(out.contains("update.upk"));
     assert!(out.contains("--security-counter"));
+    // The one secret option also carries a token's PIN.
+    assert!(out.contains("user PIN"));
+}
+
+#[test]
+fn every_command_help_names_its_step() {
+    let steps = [
+        "Secure development",
+        "Secure mastering",
+        "Secure production",
+        "In the field",
+        "The device",
+        "Anyone",
+        "supply chain end to end",
+    ];
+    for cmd in [
+        "oem init",
+        "oem product",
+        "oem reconcile",
+        "oem revoke",
+        "oem server-cert",
+        "master",
+        "inspect",
+        "verify",
+        "decrypt",
+        "wrap",
+        "guardian init",
+        "guardian trust",
+        "guardian import",
+        "guardian jobs",
+        "guardian log",
+        "produce",
+        "report",
+        "device new",
+        "device info",
+        "device provision",
+        "device install",
+        "device boot",
+        "device update",
+        "device fetch",
+        "auth",
+        "update-server",
+        "demo",
+    ] {
+        let mut args: Vec<&str> = cmd.split(' ').collect();
+        args.push("--help");
+        let refs: Vec<&dyn AsRef<std::ffi::OsStr>> = args
+            .iter()
+            .map(|a| a as &dyn AsRef<std::ffi::OsStr>)
+            .collect();
+        let out = ok(&tc(&refs));
+        assert!(
+            steps.iter().any(|s| out.contains(s)),
+            "`trustchain {cmd} --help` names no supply-chain step:\n{out}"
+        );
+    }
 }
 
 #[test]
