@@ -260,10 +260,11 @@ pub enum OemCommand {
     /// encrypted to it) and its device certificate template.
     ///
     /// Writes OEM_DIR/products/<N>/: product.toml, product-key.pem (the public key) and
-    /// template.toml (the template, checked and rewritten in canonical form; edit a copy and give
-    /// it with --template before creating the product). The private product key is sealed in
-    /// OEM_DIR/keystore (also with a token: it travels, wrapped, into every production package and
-    /// device). Needs the passphrase or token PIN; recorded in OEM_DIR/audit.log.
+    /// template.toml (the --template file, or the default, checked and written in canonical
+    /// form; to change what devices get, write your own before creating the product). The
+    /// private product key is sealed in OEM_DIR/keystore (also with a token: it travels,
+    /// wrapped, into every production package and device). Needs the passphrase or token PIN;
+    /// recorded in OEM_DIR/audit.log.
     Product {
         /// The OEM directory.
         oem_dir: PathBuf,
@@ -273,8 +274,9 @@ pub enum OemCommand {
         /// The product's name.
         #[arg(long)]
         name: String,
-        /// A device certificate template (TOML, docs/formats.md §5: subject with {serial}, {uid},
-        /// {product_name}, {oem_name}, validity, key usages); a default one otherwise.
+        /// A device certificate template (TOML, docs/formats.md §5: validity, key usages, subject
+        /// fields with {serial}, {uid}, {oem_id}, {product_id}, {oem_name}, {product_name}); a
+        /// default one otherwise.
         #[arg(long, value_name = "FILE")]
         template: Option<PathBuf>,
         /// Print JSON for scripts.
