@@ -43,6 +43,14 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// With `--summary`, one `summary <key> <value>` line per key figure, for
+/// `scripts/bench` to read (it drops these lines from the table).
+fn summary(key: &str, value: f64) {
+    if std::env::args().any(|a| a == "--summary") {
+        println!("summary {key} {value}");
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -176,6 +184,10 @@ fn run(n: usize, runs: usize, devices: usize) {
     let s = median(server_rates);
     let c2 = median(ceiling2);
     let c3 = median(ceiling3);
+    summary("ceiling_per_s", c2);
+    summary("ceiling3_per_s", c3);
+    summary("server_per_s", s);
+    summary("devices_per_s", device_rate);
     println!("mutual authentication, medians of {runs} runs of {n} (devices: {devices} sessions)");
     println!("| measurement | rate | ratio |");
     println!("| --- | --- | --- |");

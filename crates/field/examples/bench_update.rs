@@ -31,6 +31,14 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// With `--summary`, one `summary <key> <value>` line per key figure, for
+/// `scripts/bench` to read (it drops these lines from the table).
+fn summary(key: &str, value: f64) {
+    if std::env::args().any(|a| a == "--summary") {
+        println!("summary {key} {value}");
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -182,6 +190,11 @@ fn main() {
         median(lc_ms),
         median(persist_ms),
     );
+    summary("sbm_ceiling_mbps", mb / s * 1e3);
+    summary("awslc_ceiling_mbps", mb / l * 1e3);
+    summary("fetch_apply_ms", f + a);
+    summary("fetch_apply_mbps", mb / (f + a) * 1e3);
+    summary("fetch_apply_ratio", s / (f + a));
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "update of a {mib} MiB image ({} bytes of update.enc), medians of {runs} runs, {cores} cores\n",

@@ -25,6 +25,14 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// With `--summary`, one `summary <key> <value>` line per key figure, for
+/// `scripts/bench` to read (it drops these lines from the table).
+fn summary(key: &str, value: f64) {
+    if std::env::args().any(|a| a == "--summary") {
+        println!("summary {key} {value}");
+    }
+}
+
 fn random_file(path: &Path, mib: u64) {
     let mut f = BufWriter::new(File::create(path).unwrap());
     let mut buf = vec![0u8; 1 << 20];
@@ -135,6 +143,9 @@ fn main() {
         mb / o
     );
     println!("| trustchain mastering of the same {size_mib} MiB | {:.1} ms | {:.0} MB/s | {:.2} of openssl's speed |", m * 1e3, mb / m, o / m);
+    summary("openssl_mbps", mb / o);
+    summary("master_mbps", mb / m);
+    summary("master_vs_openssl", o / m);
 
     // Peak memory when mastering a large image, in a fresh process.
     let big = dir.path().join("big.bin");
@@ -149,6 +160,7 @@ fn main() {
     let secs: f64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
     let rss: u64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     println!("| mastering {big_mib} MiB: peak RSS of the whole process | {:.2} s | {:.0} MB/s | {:.1} MiB RSS |", secs, big_mib as f64 * 1.048_576 / secs, rss as f64 / 1024.0);
+    summary("big_rss_mib", rss as f64 / 1024.0);
     std::fs::remove_file(&big).ok();
     std::fs::remove_file(big.with_extension("enc")).ok();
 
@@ -206,6 +218,9 @@ fn main() {
         let mb = imgtool_mib as f64 * 1.048_576;
         println!("| `imgtool sign --encrypt` (MCUboot, ECDSA P-256 + ECIES-P256) on {imgtool_mib} MiB | {:.0} ms | {:.0} MB/s | - |", i * 1e3, mb / i);
         println!("| trustchain mastering of the same {imgtool_mib} MiB | {:.1} ms | {:.0} MB/s | {:.0}x faster than imgtool |", m16 * 1e3, mb / m16, i / m16);
+        summary("imgtool_mbps", mb / i);
+        summary("master_small_mbps", mb / m16);
+        summary("master_vs_imgtool", i / m16);
     } else {
         println!("| `imgtool sign --encrypt` | not run: imgtool not found (set IMGTOOL or use scripts/bench) | | |");
     }

@@ -33,6 +33,14 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// With `--summary`, one `summary <key> <value>` line per key figure, for
+/// `scripts/bench` to read.
+fn summary(key: &str, value: f64) {
+    if std::env::args().any(|a| a == "--summary") {
+        println!("summary {key} {value}");
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -145,6 +153,9 @@ fn main() {
     println!("raw C_Sign (CKM_ECDSA, 32-byte digest):        {raw_rate:>8.0} signatures/s");
     println!("Pkcs11KeyStore Signer::sign (SHA-256 + C_Sign): {backend_rate:>8.0} signatures/s");
     let ratio = backend_rate / raw_rate;
+    summary("raw_per_s", raw_rate);
+    summary("backend_per_s", backend_rate);
+    summary("backend_ratio", ratio);
     println!(
         "ratio backend/raw: {:.1}% (target >= 70%: {})",
         ratio * 100.0,

@@ -55,6 +55,14 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// With `--summary`, one `summary <key> <value>` line per key figure, for
+/// `scripts/bench` to read (it drops these lines from the table).
+fn summary(key: &str, value: f64) {
+    if std::env::args().any(|a| a == "--summary") {
+        println!("summary {key} {value}");
+    }
+}
+
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -605,6 +613,25 @@ fn main() {
     });
 
     let raw = median(raws.clone());
+    summary("raw_per_s", raw);
+    summary("pipelined_per_s", median(pipes.clone()));
+    summary("pipelined_ratio", median(pipe_ratios.clone()));
+    if !py.is_empty() {
+        summary("python_per_s", median(py.clone()));
+    }
+    if let Some(r) = osl {
+        summary("openssl_per_s", r);
+    }
+    summary("flow_memory_per_s", median(flows.clone()));
+    if let Some(d) = disk {
+        summary("flow_disk_per_s", d);
+    }
+    if timed > 0 {
+        summary(
+            "sbm_ceiling_per_s",
+            threads as f64 * timed as f64 / device.as_secs_f64(),
+        );
+    }
     println!("rounds: {rounds}; medians (lowest–highest round)");
     println!();
     println!("| measurement | rate | ratio |");
