@@ -271,7 +271,7 @@ pub enum OemCommand {
         /// The product's numeric ID (1 to 4294967295).
         #[arg(long, value_name = "N")]
         product_id: trustchain_oem::formats::ProductId,
-        /// The product's name.
+        /// The product's name ({product_name} in the template).
         #[arg(long)]
         name: String,
         /// A device certificate template (TOML, docs/formats.md §5: validity, key usages, subject
@@ -443,7 +443,7 @@ pub struct ProduceArgs {
 pub struct WrapArgs {
     /// The OEM directory.
     pub oem_dir: PathBuf,
-    /// The product.
+    /// The product (OEM_DIR/products/<N>: its key and template go into the package).
     #[arg(long, value_name = "N")]
     pub product: trustchain_oem::formats::ProductId,
     /// The target Guardian's identity certificate (its identity.pem, from `guardian init`).
@@ -501,7 +501,7 @@ pub enum GuardianCommand {
     Init {
         /// The directory to create.
         guardian_dir: PathBuf,
-        /// The Guardian's name.
+        /// The Guardian's name, put in its certificates' subjects.
         #[arg(long)]
         name: String,
         /// Keep the keys in a PKCS#11 token instead of the sealed keystore.
@@ -624,7 +624,7 @@ pub enum DeviceCommand {
         /// The OEM directory.
         #[arg(long, value_name = "OEM_DIR")]
         oem: PathBuf,
-        /// The product.
+        /// The product (OEM_DIR/products/<N>: its template and product key).
         #[arg(long, value_name = "N")]
         product: trustchain_oem::formats::ProductId,
         /// The serial number put in the certificate ({serial} in the template). Keep lab serials
@@ -705,7 +705,7 @@ pub enum DeviceCommand {
 pub struct MasterArgs {
     /// The OEM directory.
     pub oem_dir: PathBuf,
-    /// The product the image is for.
+    /// The product the image is for (encrypted to its product key).
     #[arg(long, value_name = "N")]
     pub product: trustchain_oem::formats::ProductId,
     /// The firmware version, MAJOR.MINOR.PATCH (signed in the UPK; sets the default counter).
