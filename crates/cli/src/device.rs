@@ -153,7 +153,7 @@ pub fn run(cmd: DeviceCommand, pass_file: Option<&Path>) -> Result<(), CliError>
             let oem_dir = OemDir::open(&oem)?;
             oem_dir.product(product)?;
             let mut dev = SimDevice::open(&device_dir)?;
-            let pass = passphrase::obtain(pass_file, false)?;
+            let pass = passphrase::for_dir(oem_dir.custody(), pass_file)?;
             let ks = oem_dir.unlock(&pass)?;
             let done = {
                 let mut prog =

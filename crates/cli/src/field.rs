@@ -44,7 +44,7 @@ pub fn run_revoke(
             .into());
         }
     }
-    let pass = passphrase::obtain(pass_file, false)?;
+    let pass = passphrase::for_dir(oem.custody(), pass_file)?;
     let ks = oem.unlock(&pass)?;
     let r = revoke(
         &oem,
@@ -99,7 +99,16 @@ pub fn run_server_cert(
         }
         .into());
     }
-    let pass = passphrase::obtain(pass_file, false)?;
+    if identity_pass_file.is_none() && oem.custody().is_some() {
+        return Err(Error::Usage(
+            "this OEM's keys are in a PKCS#11 token: give the server's keystore its own \
+             passphrase with --identity-passphrase-file FILE (the token PIN must not seal a \
+             key that lives on a server)"
+                .into(),
+        )
+        .into());
+    }
+    let pass = passphrase::for_dir(oem.custody(), pass_file)?;
     let ks = oem.unlock(&pass)?;
     let id_pass = match identity_pass_file {
         Some(f) => passphrase::obtain(Some(f), true)?,

@@ -501,7 +501,8 @@ pub struct Fetched {
     pub security_counter: u64,
     /// Bytes of `update.enc` downloaded.
     pub size: u64,
-    /// `false` when the device already runs this release (nothing staged).
+    /// `false` when the device already runs this release (only the UPK was
+    /// downloaded, nothing staged).
     pub staged: bool,
 }
 
@@ -643,13 +644,16 @@ fn get(
 
 /// Downloads a release as the device's application would and returns the
 /// UPK and `update.enc` after the application's checks (size bound,
-/// rollback against `min_counter`, signed ciphertext digest). The TLS
-/// client's signatures are requested through `key`'s mailbox.
+/// rollback against `min_counter`, signed ciphertext digest). When the UPK
+/// names the image the device already runs (`running`: its digest and
+/// counter), `update.enc` is not downloaded (`None`). The TLS client's
+/// signatures are requested through `key`'s mailbox.
 pub fn download(
     config: &Arc<rustls::ClientConfig>,
     url: &str,
     min_counter: u64,
-) -> Result<(Vec<u8>, Vec<u8>), FetchError> {
+    running: Option<([u8; 32], u64)>,
+) -> Result<(Vec<u8>, Option<Vec<u8>>), FetchError> {
     let upk = get(config, url, "/v1/release/update.upk", MAX_UPK_LEN as u64)?;
     let parsed = Upk::parse(&upk).map_err(|e| FetchError::BadUpk(e.to_string()))?;
     let m = &parsed.manifest;
@@ -659,6 +663,9 @@ pub fn download(
             counter: m.security_counter.0,
             minimum: min_counter,
         });
+    }
+    if running == Some((m.image_digest.0, m.security_counter.0)) {
+        return Ok((upk, None));
     }
     let signed = m.ciphertext_size();
     let signed_digest = m.ciphertext_digest.0;
@@ -676,7 +683,7 @@ pub fn download(
             signed: hex::encode(signed_digest),
         });
     }
-    Ok((upk, enc))
+    Ok((upk, Some(enc)))
 }
 
 fn link_err(e: trustchain_programmer::client::Error) -> FetchError {
@@ -704,7 +711,8 @@ pub fn fetch(device_dir: &Path, url: &str) -> Result<Fetched, FetchError> {
     let url_owned = url.to_string();
     // The TLS stack runs on its own thread; this one owns the device and
     // answers its signing requests through the SBM.
-    let worker = std::thread::spawn(move || download(&config, &url_owned, min_counter));
+    let running = installed.map(|i| (i.digest, i.counter));
+    let worker = std::thread::spawn(move || download(&config, &url_owned, min_counter, running));
     {
         let mut prog =
             Programmer::new(SimLink::new(&mut dev).map_err(|e| FetchError::Device(e.to_string()))?);
@@ -722,17 +730,14 @@ pub fn fetch(device_dir: &Path, url: &str) -> Result<Fetched, FetchError> {
     let m = &parsed.manifest;
     let version = m.version.to_string();
     let counter = m.security_counter.0;
-    if installed
-        .as_ref()
-        .is_some_and(|i| i.digest == m.image_digest.0 && i.counter == counter)
-    {
+    let Some(enc) = enc else {
         return Ok(Fetched {
             version,
             security_counter: counter,
-            size: enc.len() as u64,
+            size: 0,
             staged: false,
         });
-    }
+    };
     {
         let mut prog =
             Programmer::new(SimLink::new(&mut dev).map_err(|e| FetchError::Device(e.to_string()))?);
