@@ -167,6 +167,17 @@ impl ResolvesServerCert for Fixed {
     }
 }
 
+/// One side's identity for rustls: its chain (leaf first) and its key.
+fn certified(chain: &[Vec<u8>], key: impl SigningKey + 'static) -> Fixed {
+    Fixed(Arc::new(CertifiedKey::new(
+        chain
+            .iter()
+            .map(|c| CertificateDer::from(c.clone()))
+            .collect(),
+        Arc::new(key),
+    )))
+}
+
 fn roots(root_der: &[u8]) -> Result<Arc<RootCertStore>, String> {
     let mut store = RootCertStore::empty();
     store
@@ -186,18 +197,12 @@ pub fn client_config(
         rustls::client::WebPkiServerVerifier::builder_with_provider(roots(root_der)?, provider())
             .build()
             .map_err(|e| e.to_string())?;
-    let certified = CertifiedKey::new(
-        chain
-            .iter()
-            .map(|c| CertificateDer::from(c.clone()))
-            .collect(),
-        Arc::new(key),
-    );
+    let certified = certified(chain, key);
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_webpki_verifier(verifier)
-        .with_client_cert_resolver(Arc::new(Fixed(Arc::new(certified))));
+        .with_client_cert_resolver(Arc::new(certified));
     Ok(Arc::new(config))
 }
 
@@ -220,18 +225,12 @@ pub fn server_config(
         .allow_unknown_revocation_status()
         .build()
         .map_err(|e| e.to_string())?;
-    let certified = CertifiedKey::new(
-        chain
-            .iter()
-            .map(|c| CertificateDer::from(c.clone()))
-            .collect(),
-        Arc::new(key),
-    );
+    let certified = certified(chain, key);
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(Fixed(Arc::new(certified))));
+        .with_cert_resolver(Arc::new(certified));
     Ok(Arc::new(config))
 }
 

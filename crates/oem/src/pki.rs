@@ -125,6 +125,8 @@ pub struct CertSpec {
     pub not_before: OffsetDateTime,
     /// End of validity.
     pub not_after: OffsetDateTime,
+    /// subjectAltName entries (DNS names, IP addresses) of an end entity.
+    pub subject_alt_names: Vec<rcgen::SanType>,
 }
 
 impl CertSpec {
@@ -143,6 +145,7 @@ impl CertSpec {
             product_id: None,
             not_before: now - Duration::hours(1),
             not_after: now + Duration::days(365 * years + years / 4),
+            subject_alt_names: vec![],
         }
     }
 
@@ -170,6 +173,7 @@ impl CertSpec {
             }
         }
         p.extended_key_usages = self.extended_key_usages.clone();
+        p.subject_alt_names = self.subject_alt_names.clone();
         p.use_authority_key_identifier_extension = true;
         p.custom_extensions.push(CustomExtension::from_oid_content(
             &OID_OEM_ID,
@@ -425,14 +429,23 @@ pub fn verify_issued_by(child_der: &[u8], issuer_der: &[u8]) -> std::result::Res
     if child.tbs_certificate.issuer != issuer.tbs_certificate.subject {
         return Err("issuer name differs".into());
     }
-    let key = cert_public_key(&issuer).ok_or("the issuer key is not P-256")?;
     let tbs = child.tbs_certificate.to_der().map_err(|e| e.to_string())?;
-    let sig = child.signature.raw_bytes();
+    verify_signed_by(&issuer, &tbs, child.signature.raw_bytes())
+}
+
+/// Checks a DER ECDSA-with-SHA256 signature over `tbs` (a certificate's or
+/// a CRL's to-be-signed part) with `issuer`'s P-256 key.
+pub fn verify_signed_by(
+    issuer: &x509_cert::Certificate,
+    tbs: &[u8],
+    signature: &[u8],
+) -> std::result::Result<(), String> {
+    let key = cert_public_key(issuer).ok_or("the issuer key is not P-256")?;
     aws_lc_rs::signature::UnparsedPublicKey::new(
         &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
         &key.0,
     )
-    .verify(&tbs, sig)
+    .verify(tbs, signature)
     .map_err(|_| "signature does not verify".to_string())
 }
 

@@ -220,17 +220,12 @@ fn read_crl(path: &Path, issuer_der: &[u8]) -> Result<(Vec<Entry>, u64)> {
     let crl = CertificateList::from_der(&der).map_err(|e| corrupt(e.to_string()))?;
     let issuer =
         x509_cert::Certificate::from_der(issuer_der).map_err(|e| corrupt(e.to_string()))?;
-    let key = pki::cert_public_key(&issuer).ok_or_else(|| corrupt("issuer key".into()))?;
     let tbs = crl
         .tbs_cert_list
         .to_der()
         .map_err(|e| corrupt(e.to_string()))?;
-    aws_lc_rs::signature::UnparsedPublicKey::new(
-        &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
-        &key.0,
-    )
-    .verify(&tbs, crl.signature.raw_bytes())
-    .map_err(|_| corrupt("its signature does not verify with the issuer's key".into()))?;
+    pki::verify_signed_by(&issuer, &tbs, crl.signature.raw_bytes())
+        .map_err(|e| corrupt(format!("the issuer's key: {e}")))?;
     let mut number = 0u64;
     for ext in crl.tbs_cert_list.crl_extensions.iter().flatten() {
         if ext.extn_id.to_string() == "2.5.29.20" {

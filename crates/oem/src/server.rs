@@ -9,20 +9,16 @@
 //! `keystore/` (sealed, key `tls-server`), `server.pem` (the certificate).
 use std::path::{Path, PathBuf};
 
-use rcgen::{
-    CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyUsagePurpose, SanType, SerialNumber,
-};
-use time::{Duration, OffsetDateTime};
+use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
+use time::Duration;
 
-use crate::crypto::{Entropy, SystemEntropy};
 use crate::error::{Error, Result};
 use crate::fsutil::StagedDir;
 use crate::keystore::passphrase::Passphrase;
 use crate::keystore::sealed::{KdfParams, SealedKeyStore};
 use crate::keystore::{KeyKind, KeyLabel, KeyStore, Signer};
 use crate::oem::OemDir;
-use crate::pki::{self, RcgenKey};
+use crate::pki::{self, CertSpec};
 
 /// The server key's label in the identity's keystore.
 pub fn server_key_label() -> KeyLabel {
@@ -45,17 +41,6 @@ pub struct ServerIdentityReport {
     pub sha256: String,
     /// Days of validity.
     pub days: u32,
-}
-
-struct PublicOf<'a>(&'a crate::crypto::PublicKey);
-
-impl rcgen::PublicKeyData for PublicOf<'_> {
-    fn der_bytes(&self) -> &[u8] {
-        &self.0 .0
-    }
-    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-        &rcgen::PKCS_ECDSA_P256_SHA256
-    }
 }
 
 /// Creates a server identity in `out` (which must not exist), certified by
@@ -113,34 +98,12 @@ pub fn create_identity(
     let mut ks = SealedKeyStore::create(&staged.path().join("keystore"), pass, kdf)?;
     let public = ks.generate(&server_key_label(), KeyKind::EcdsaP256)?;
 
-    let now = OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or(OffsetDateTime::now_utc());
-    let mut p = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, names[0].as_str());
-    dn.push(DnType::OrganizationName, oem.name());
-    p.distinguished_name = dn;
-    p.not_before = now - Duration::hours(1);
-    p.not_after = now + Duration::days(days.into());
-    let mut serial = [0u8; 16];
-    SystemEntropy.fill(&mut serial)?;
-    serial[0] = (serial[0] & 0x7f) | 0x01;
-    p.serial_number = Some(SerialNumber::from_slice(&serial));
-    p.is_ca = IsCa::ExplicitNoCa;
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    p.subject_alt_names = sans;
-    p.use_authority_key_identifier_extension = true;
-    p.custom_extensions.push(CustomExtension::from_oid_content(
-        &pki::OID_OEM_ID,
-        pki::der_uint(oem.oem_id().get().into()),
-    ));
-    let iss = Issuer::from_params(&root.params, RcgenKey(root_key.as_ref()));
-    let cert = p
-        .signed_by(&PublicOf(&public), &iss)
-        .map_err(|e| Error::Usage(format!("server certificate: {e}")))?;
-    let der = cert.der().to_vec();
+    let mut spec = CertSpec::new(names[0].clone(), oem.name().to_string(), oem.oem_id(), 1);
+    spec.not_after = spec.not_before + Duration::hours(1) + Duration::days(days.into());
+    spec.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    spec.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    spec.subject_alt_names = sans;
+    let der = pki::issue(&spec, &public, &root, root_key.as_ref())?.der;
     std::fs::write(staged.path().join(SERVER_CERT), pki::to_pem(&der)).map_err(|e| Error::Io {
         path: staged.path().join(SERVER_CERT),
         source: e,

@@ -385,14 +385,7 @@ impl<T: Transport> Programmer<T> {
             cmd::SIGN_CHALLENGE,
             &payload(|e| e.array(2)?.str(label)?.bytes(data).map(|_| ())),
         )?;
-        let mut r = Reader::new(&body);
-        (|| {
-            r.array_of(1, "signature")?;
-            let s = *r.bstr_exact::<64>("signature")?;
-            r.finish()?;
-            Ok(s)
-        })()
-        .map_err(malformed)
+        one_bstr::<64>(&body, "signature")
     }
 
     /// `SIGN_TLS13_CLIENT`: the device signs a TLS 1.3 client
@@ -403,14 +396,7 @@ impl<T: Transport> Programmer<T> {
             cmd::SIGN_TLS13_CLIENT,
             &payload(|e| e.array(1)?.bytes(transcript_hash).map(|_| ())),
         )?;
-        let mut r = Reader::new(&body);
-        (|| {
-            r.array_of(1, "signature")?;
-            let s = *r.bstr_exact::<64>("signature")?;
-            r.finish()?;
-            Ok(s)
-        })()
-        .map_err(malformed)
+        one_bstr::<64>(&body, "signature")
     }
 
     /// `VALIDATE_PEER_CHAIN`: the device validates `chain` (leaf first)
@@ -425,20 +411,25 @@ impl<T: Transport> Programmer<T> {
             Ok(())
         });
         let body = self.call(cmd::VALIDATE_PEER_CHAIN, &p)?;
-        let mut r = Reader::new(&body);
-        (|| {
-            r.array_of(1, "peer key")?;
-            let k = *r.bstr_exact::<65>("peer key")?;
-            r.finish()?;
-            Ok(k)
-        })()
-        .map_err(malformed)
+        one_bstr::<65>(&body, "peer key")
     }
 
     /// `RESET`.
     pub fn reset(&mut self) -> Result<(), Error> {
         self.call(cmd::RESET, &[0x80]).map(|_| ())
     }
+}
+
+/// A response body of one fixed-size byte string: `[bstr .size N]`.
+fn one_bstr<const N: usize>(body: &[u8], what: &'static str) -> Result<[u8; N], Error> {
+    let mut r = Reader::new(body);
+    (|| {
+        r.array_of(1, what)?;
+        let v = *r.bstr_exact::<N>(what)?;
+        r.finish()?;
+        Ok(v)
+    })()
+    .map_err(malformed)
 }
 
 /// ECDSA P-256 over a digest (the device signs digests).
