@@ -6,10 +6,7 @@
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::KeyInit;
 use ecdsa::hazmat::SignPrimitive;
-use p256::ecdsa::signature::hazmat::PrehashVerifier;
-use p256::ecdsa::{Signature, VerifyingKey};
-use p256::elliptic_curve::sec1::ToEncodedPoint;
-use p256::{NistP256, PublicKey, SecretKey};
+use p256::{NistP256, SecretKey};
 use sha2::Digest;
 use trustchain_formats::cose::KDF_CONTEXT_A128KW;
 use zeroize::Zeroizing;
@@ -109,10 +106,17 @@ impl<R: Rng> rand_core::CryptoRng for RngAdapter<'_, R> {}
 
 /// A fresh P-256 private scalar (32 bytes) and its SEC1 public point.
 pub fn generate_key<R: Rng>(rng: &mut R) -> (Zeroizing<[u8; 32]>, [u8; 65]) {
-    let sk = SecretKey::random(&mut RngAdapter(rng));
-    let mut scalar = Zeroizing::new([0u8; 32]);
-    scalar.copy_from_slice(&sk.to_bytes());
-    (scalar, public_of(&sk))
+    loop {
+        // Rejection sampling from the board's RNG (`SecretKey::random`);
+        // a scalar it returns is in [1, n−1], so it always has a public
+        // key and the loop runs once.
+        let sk = SecretKey::random(&mut RngAdapter(rng));
+        let mut scalar = Zeroizing::new([0u8; 32]);
+        scalar.copy_from_slice(&sk.to_bytes());
+        if let Some(public) = ec::public_key(&scalar[..]) {
+            return (scalar, public);
+        }
+    }
 }
 
 /// Whether `scalar` is a valid P-256 private key (32 bytes, in [1, n−1]),
@@ -121,20 +125,16 @@ pub fn is_valid_scalar(scalar: &[u8]) -> bool {
     SecretKey::from_slice(scalar).is_ok()
 }
 
-fn public_of(sk: &SecretKey) -> [u8; 65] {
-    let mut out = [0u8; 65];
-    out.copy_from_slice(sk.public_key().to_encoded_point(false).as_bytes());
-    out
-}
-
 /// The SEC1 public point of a scalar, if valid.
 pub fn public_key(scalar: &[u8]) -> Option<[u8; 65]> {
-    SecretKey::from_slice(scalar).ok().map(|sk| public_of(&sk))
+    ec::public_key(scalar)
 }
 
 /// ECDSA P-256 over a SHA-256 digest, `r || s` (RFC 6979 nonces, HMAC-DRBG
 /// over [`Hasher`]). The same call as `SigningKey::sign_prehash`, which
-/// would run RFC 6979 over `sha2` and link a second SHA-256.
+/// would run RFC 6979 over `sha2` and link a second SHA-256. Always
+/// RustCrypto's: deterministic signatures are part of the formats' test
+/// vectors, and AWS-LC signs with random nonces.
 pub fn sign_prehash(scalar: &[u8], digest: &[u8; 32]) -> Option<[u8; 64]> {
     let key = SecretKey::from_slice(scalar).ok()?.to_nonzero_scalar();
     let z = ecdsa::hazmat::bits2field::<NistP256>(digest).ok()?;
@@ -144,23 +144,110 @@ pub fn sign_prehash(scalar: &[u8], digest: &[u8; 32]) -> Option<[u8; 64]> {
 
 /// Verifies ECDSA P-256 `r || s` over a SHA-256 digest.
 pub fn verify_prehash(public: &[u8], digest: &[u8; 32], sig: &[u8; 64]) -> bool {
-    let Ok(key) = VerifyingKey::from_sec1_bytes(public) else {
-        return false;
-    };
-    let Ok(sig) = Signature::from_slice(sig) else {
-        return false;
-    };
-    key.verify_prehash(digest, &sig).is_ok()
+    ec::verify_prehash(public, digest, sig)
 }
 
 /// ECDH P-256: the shared x coordinate.
 pub fn ecdh(scalar: &[u8], peer: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
-    let sk = SecretKey::from_slice(scalar).ok()?;
-    let pk = PublicKey::from_sec1_bytes(peer).ok()?;
-    let shared = p256::ecdh::diffie_hellman(sk.to_nonzero_scalar(), pk.as_affine());
-    let mut out = Zeroizing::new([0u8; 32]);
-    out.copy_from_slice(shared.raw_secret_bytes());
-    Some(out)
+    ec::ecdh(scalar, peer)
+}
+
+/// The elliptic-curve operations that cost a scalar multiplication, from
+/// one of two vetted libraries with the same results (the tests below
+/// compare them on valid and invalid input):
+///
+/// - RustCrypto's `p256` (portable, constant time, small): on the device
+///   (feature `small`) and wherever feature `aws-lc` is off;
+/// - AWS-LC through `aws-lc-rs` (assembly, precomputed base-point tables,
+///   about ten times faster): on the host with feature `aws-lc`, which the
+///   device simulator turns on. The simulated devices of a production
+///   station run thousands of these per second; the rest of the host
+///   (Guardian, OEM, TLS) already signs and verifies with AWS-LC.
+#[cfg(any(feature = "small", not(feature = "aws-lc")))]
+mod ec {
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    use p256::ecdsa::{Signature, VerifyingKey};
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use p256::{PublicKey, SecretKey};
+    use zeroize::Zeroizing;
+
+    pub fn public_key(scalar: &[u8]) -> Option<[u8; 65]> {
+        let sk = SecretKey::from_slice(scalar).ok()?;
+        let mut out = [0u8; 65];
+        out.copy_from_slice(sk.public_key().to_encoded_point(false).as_bytes());
+        Some(out)
+    }
+
+    pub fn verify_prehash(public: &[u8], digest: &[u8; 32], sig: &[u8; 64]) -> bool {
+        let Ok(key) = VerifyingKey::from_sec1_bytes(public) else {
+            return false;
+        };
+        let Ok(sig) = Signature::from_slice(sig) else {
+            return false;
+        };
+        key.verify_prehash(digest, &sig).is_ok()
+    }
+
+    pub fn ecdh(scalar: &[u8], peer: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
+        let sk = SecretKey::from_slice(scalar).ok()?;
+        let pk = PublicKey::from_sec1_bytes(peer).ok()?;
+        let shared = p256::ecdh::diffie_hellman(sk.to_nonzero_scalar(), pk.as_affine());
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(shared.raw_secret_bytes());
+        Some(out)
+    }
+}
+
+#[cfg(all(feature = "aws-lc", not(feature = "small")))]
+mod ec {
+    use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey, ECDH_P256};
+    use aws_lc_rs::digest::{Digest, SHA256};
+    use aws_lc_rs::signature::{self, ECDSA_P256_SHA256_FIXED};
+    use zeroize::Zeroizing;
+
+    /// The SEC1 encodings `p256` accepts: compressed and uncompressed.
+    /// AWS-LC also takes the hybrid form (0x06 / 0x07), which nothing in
+    /// the formats produces and the firmware refuses.
+    fn sec1_as_p256(point: &[u8]) -> bool {
+        matches!(
+            (point.first(), point.len()),
+            (Some(2 | 3), 33) | (Some(4), 65)
+        )
+    }
+
+    pub fn public_key(scalar: &[u8]) -> Option<[u8; 65]> {
+        let sk = PrivateKey::from_private_key(&ECDH_P256, scalar).ok()?;
+        let public = sk.compute_public_key().ok()?;
+        public.as_ref().try_into().ok()
+    }
+
+    pub fn verify_prehash(public: &[u8], digest: &[u8; 32], sig: &[u8; 64]) -> bool {
+        if !sec1_as_p256(public) {
+            return false;
+        }
+        let Ok(digest) = Digest::import_less_safe(digest, &SHA256) else {
+            return false;
+        };
+        signature::UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, public)
+            .verify_digest(&digest, sig)
+            .is_ok()
+    }
+
+    pub fn ecdh(scalar: &[u8], peer: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
+        if !sec1_as_p256(peer) {
+            return None;
+        }
+        let sk = PrivateKey::from_private_key(&ECDH_P256, scalar).ok()?;
+        agreement::agree(&sk, UnparsedPublicKey::new(&ECDH_P256, peer), (), |x| {
+            let mut out = Zeroizing::new([0u8; 32]);
+            if x.len() != 32 {
+                return Err(());
+            }
+            out.copy_from_slice(x);
+            Ok(out)
+        })
+        .ok()
+    }
 }
 
 /// HKDF-SHA-256 (no salt) of `shared` with `info`, 16 bytes: the KEK of
@@ -227,6 +314,7 @@ mod tests {
     //! output must stay the same bytes as with `sha2`.
     use super::*;
     use p256::ecdsa::signature::hazmat::PrehashSigner;
+    use p256::ecdsa::Signature;
 
     fn input(len: usize) -> [u8; 300] {
         let mut buf = [0u8; 300];
@@ -303,5 +391,140 @@ mod tests {
         }
         assert!(!is_valid_scalar(&n) && is_valid_scalar(&n_minus_1) && is_valid_scalar(&one));
         assert!(!is_valid_scalar(&one[..31]));
+    }
+
+    /// The AWS-LC backend against `p256` on the same inputs, valid and
+    /// invalid: the host's devices must accept and refuse exactly what the
+    /// firmware does.
+    #[cfg(all(feature = "aws-lc", not(feature = "small")))]
+    #[test]
+    fn aws_lc_backend_agrees_with_p256() {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier;
+        use p256::ecdsa::VerifyingKey;
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+
+        fn ref_public(scalar: &[u8]) -> Option<[u8; 65]> {
+            let sk = SecretKey::from_slice(scalar).ok()?;
+            sk.public_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .try_into()
+                .ok()
+        }
+        fn ref_ecdh(scalar: &[u8], peer: &[u8]) -> Option<[u8; 32]> {
+            let sk = SecretKey::from_slice(scalar).ok()?;
+            let pk = p256::PublicKey::from_sec1_bytes(peer).ok()?;
+            let shared = p256::ecdh::diffie_hellman(sk.to_nonzero_scalar(), pk.as_affine());
+            Some((*shared.raw_secret_bytes()).into())
+        }
+        fn ref_verify(public: &[u8], digest: &[u8; 32], sig: &[u8]) -> bool {
+            let (Ok(key), Ok(sig)) = (
+                VerifyingKey::from_sec1_bytes(public),
+                Signature::from_slice(sig),
+            ) else {
+                return false;
+            };
+            key.verify_prehash(digest, &sig).is_ok()
+        }
+        let compressed = |public: &[u8; 65]| {
+            let mut c = [0u8; 33];
+            c[0] = 2 + (public[64] & 1);
+            c[1..].copy_from_slice(&public[1..33]);
+            c
+        };
+
+        let n = [
+            0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2,
+            0xfc, 0x63, 0x25, 0x51,
+        ];
+        let mut n_minus_1 = n;
+        n_minus_1[31] -= 1;
+        let mut one = [0u8; 32];
+        one[31] = 1;
+        let mut scalars = [[0u8; 32]; 17];
+        scalars[..5].copy_from_slice(&[[0; 32], n, [0xff; 32], n_minus_1, one]);
+        for (i, s) in scalars[5..].iter_mut().enumerate() {
+            *s = sha256(&[i as u8]);
+        }
+        for s in &scalars {
+            assert_eq!(public_key(s), ref_public(s), "public key of {s:02x?}");
+        }
+        assert_eq!(public_key(&one[..31]), None);
+        let mut long = [0u8; 33];
+        long[..32].copy_from_slice(&one);
+        assert_eq!(public_key(&long), None);
+
+        let mut valid = [[0u8; 32]; 17];
+        let mut nv = 0;
+        for s in scalars.iter().filter(|s| is_valid_scalar(&s[..])) {
+            valid[nv] = *s;
+            nv += 1;
+        }
+        let valid = &valid[..nv];
+        let mut checked = 0;
+        for pair in valid.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            let pb = public_key(&b).unwrap();
+            let shared = ecdh(&a, &pb).map(|k| *k);
+            assert!(shared.is_some());
+            assert_eq!(shared, ref_ecdh(&a, &pb));
+            assert_eq!(shared, ecdh(&b, &public_key(&a).unwrap()).map(|k| *k));
+            // Other encodings of the same point, and points that are not.
+            let mut off_curve = pb;
+            off_curve[64] ^= 1;
+            let mut x_too_big = pb;
+            x_too_big[1..33].fill(0xff);
+            let mut hybrid = pb;
+            hybrid[0] = 6 + (pb[64] & 1);
+            let bad: [&[u8]; 6] = [
+                &compressed(&pb),
+                &off_curve,
+                &x_too_big,
+                &hybrid,
+                &[0u8],
+                &pb[..64],
+            ];
+            for peer in bad {
+                assert_eq!(
+                    ecdh(&a, peer).map(|k| *k),
+                    ref_ecdh(&a, peer),
+                    "ECDH with {peer:02x?}"
+                );
+            }
+
+            let digest = sha256(&b);
+            let sig = sign_prehash(&a, &digest).unwrap();
+            let pa = public_key(&a).unwrap();
+            let parsed = Signature::from_slice(&sig).unwrap();
+            let (r, s) = parsed.split_scalars();
+            let high_s = Signature::from_scalars(r, -*s).unwrap().to_bytes();
+            let mut flipped = digest;
+            flipped[0] ^= 1;
+            let mut r_is_n = sig;
+            r_is_n[..32].copy_from_slice(&n);
+            let mut s_zero = sig;
+            s_zero[32..].fill(0);
+            let sigs: [([u8; 64], [u8; 32]); 5] = [
+                (sig, digest),
+                (high_s.into(), digest),
+                (sig, flipped),
+                (r_is_n, digest),
+                (s_zero, digest),
+            ];
+            let mut pa_hybrid = pa;
+            pa_hybrid[0] = 6 + (pa[64] & 1);
+            let keys: [&[u8]; 5] = [&pa, &compressed(&pa), &pa_hybrid, &off_curve, &pb];
+            for key in keys {
+                for (sig, digest) in &sigs {
+                    let ours = verify_prehash(key, digest, sig);
+                    assert_eq!(ours, ref_verify(key, digest, sig), "{key:02x?} {sig:02x?}");
+                    checked += ours as usize;
+                }
+            }
+        }
+        // Each pair: the signature and its high-S twin, under the
+        // uncompressed and the compressed key.
+        assert_eq!(checked, 4 * (valid.len() - 1));
     }
 }
