@@ -32,11 +32,12 @@ pub const RESPONSE: u8 = 0x80;
 /// same checksum, and the SBM's flash is the scarcer resource (a 4 KiB frame
 /// costs well under the time the UART takes to carry it). On the host, where
 /// the simulator and the programmer check every frame of a production run,
-/// the table makes it ~8x faster.
+/// sixteen 1 KiB tables (slicing-by-16) make it ~30x faster.
 #[cfg(feature = "small")]
 const CRC: crc::Crc<u32, crc::NoTable> = crc::Crc::<u32, crc::NoTable>::new(&crc::CRC_32_ISO_HDLC);
 #[cfg(not(feature = "small"))]
-const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+const CRC: crc::Crc<u32, crc::Table<16>> =
+    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISO_HDLC);
 
 /// Commands.
 pub mod cmd {
@@ -353,9 +354,9 @@ mod tests {
     fn crc_is_crc32_iso_hdlc() {
         // The catalogue's check value (CRC RevEng, CRC-32/ISO-HDLC).
         assert_eq!(CRC.checksum(b"123456789"), 0xCBF4_3926);
-        // The device's bitwise CRC and the host's table agree.
+        // The device's bitwise CRC and the host's tables agree.
         let bitwise = crc::Crc::<u32, crc::NoTable>::new(&crc::CRC_32_ISO_HDLC);
-        let table = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+        let table = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISO_HDLC);
         let data: [u8; 300] = core::array::from_fn(|i| (i * 37 + 11) as u8);
         for n in [0, 1, 9, 63, 64, 65, 300] {
             assert_eq!(bitwise.checksum(&data[..n]), table.checksum(&data[..n]));
