@@ -106,17 +106,7 @@ impl<R: Rng> rand_core::CryptoRng for RngAdapter<'_, R> {}
 
 /// A fresh P-256 private scalar (32 bytes) and its SEC1 public point.
 pub fn generate_key<R: Rng>(rng: &mut R) -> (Zeroizing<[u8; 32]>, [u8; 65]) {
-    loop {
-        // Rejection sampling from the board's RNG (`SecretKey::random`);
-        // a scalar it returns is in [1, n−1], so it always has a public
-        // key and the loop runs once.
-        let sk = SecretKey::random(&mut RngAdapter(rng));
-        let mut scalar = Zeroizing::new([0u8; 32]);
-        scalar.copy_from_slice(&sk.to_bytes());
-        if let Some(public) = ec::public_key(&scalar[..]) {
-            return (scalar, public);
-        }
-    }
+    ec::generate_key(&mut RngAdapter(rng))
 }
 
 /// Whether `scalar` is a valid P-256 private key (32 bytes, in [1, n−1]),
@@ -169,13 +159,24 @@ mod ec {
     use p256::ecdsa::{Signature, VerifyingKey};
     use p256::elliptic_curve::sec1::ToEncodedPoint;
     use p256::{PublicKey, SecretKey};
+    use rand_core::CryptoRngCore;
     use zeroize::Zeroizing;
 
-    pub fn public_key(scalar: &[u8]) -> Option<[u8; 65]> {
-        let sk = SecretKey::from_slice(scalar).ok()?;
+    pub fn generate_key(rng: &mut impl CryptoRngCore) -> (Zeroizing<[u8; 32]>, [u8; 65]) {
+        let sk = SecretKey::random(rng);
+        let mut scalar = Zeroizing::new([0u8; 32]);
+        scalar.copy_from_slice(&sk.to_bytes());
+        (scalar, public_of(&sk))
+    }
+
+    fn public_of(sk: &SecretKey) -> [u8; 65] {
         let mut out = [0u8; 65];
         out.copy_from_slice(sk.public_key().to_encoded_point(false).as_bytes());
-        Some(out)
+        out
+    }
+
+    pub fn public_key(scalar: &[u8]) -> Option<[u8; 65]> {
+        SecretKey::from_slice(scalar).ok().map(|sk| public_of(&sk))
     }
 
     pub fn verify_prehash(public: &[u8], digest: &[u8; 32], sig: &[u8; 64]) -> bool {
@@ -203,7 +204,23 @@ mod ec {
     use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey, ECDH_P256};
     use aws_lc_rs::digest::{Digest, SHA256};
     use aws_lc_rs::signature::{self, ECDSA_P256_SHA256_FIXED};
+    use p256::SecretKey;
+    use rand_core::CryptoRngCore;
     use zeroize::Zeroizing;
+
+    pub fn generate_key(rng: &mut impl CryptoRngCore) -> (Zeroizing<[u8; 32]>, [u8; 65]) {
+        loop {
+            // Rejection sampling from the board's RNG, as on the device
+            // (`SecretKey::random`); a scalar it returns is in [1, n−1], so
+            // it has a public key and the loop runs once.
+            let sk = SecretKey::random(rng);
+            let mut scalar = Zeroizing::new([0u8; 32]);
+            scalar.copy_from_slice(&sk.to_bytes());
+            if let Some(public) = public_key(&scalar[..]) {
+                return (scalar, public);
+            }
+        }
+    }
 
     /// The SEC1 encodings `p256` accepts: compressed and uncompressed.
     /// AWS-LC also takes the hybrid form (0x06 / 0x07), which nothing in
