@@ -629,7 +629,32 @@ fn wrap_and_guardian_import_through_the_cli() {
         &"0x08000000",
     ]));
     let g = env.root.join("guardian");
-    ok(&tc(&[&"guardian", &"init", &g, &"--name", &"Center"]));
+    let init = ok(&tc(&[&"guardian", &"init", &g, &"--name", &"Center"]));
+    // `inspect` reads the identity OEMs are sent, and shows the ID that
+    // `guardian init` printed.
+    let id: serde_json::Value =
+        serde_json::from_str(&ok(&tc(&[&"inspect", &g.join("identity.pem"), &"--json"]))).unwrap();
+    assert!(id["kind"]
+        .as_str()
+        .unwrap()
+        .starts_with("Guardian identity"));
+    let guardian_id = id["details"]["guardian_id"].as_str().unwrap();
+    assert_eq!(guardian_id.len(), 64);
+    assert!(init.contains(guardian_id), "{init}");
+    assert!(id["details"]["signing_certificate"]["subject"]
+        .as_str()
+        .unwrap()
+        .contains("Center"));
+    // Any other PEM chain is listed certificate by certificate.
+    let chain = env.root.join("chain.pem");
+    let mut both = std::fs::read(env.oem.join("device-ca.pem")).unwrap();
+    both.extend(std::fs::read(env.oem.join("root.pem")).unwrap());
+    std::fs::write(&chain, both).unwrap();
+    let c: serde_json::Value =
+        serde_json::from_str(&ok(&tc(&[&"inspect", &chain, &"--json"]))).unwrap();
+    assert_eq!(c["kind"], "X.509 certificate chain (PEM)");
+    assert_eq!(c["details"]["certificates"], 2);
+    assert_eq!(c["details"]["chain"][1]["oem_id"], 0x1234);
     let pkg = env.root.join("job.tcpkg");
     let r: serde_json::Value = serde_json::from_str(&ok(&tc(&[
         &"wrap",

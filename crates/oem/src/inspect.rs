@@ -29,17 +29,13 @@ pub struct Inspection {
 }
 
 impl Inspection {
-    /// For people: `kind` then `key: value` lines.
+    /// For people: `kind` then `key value` lines; nested objects and lists
+    /// of objects (a chain's certificates) indented under their key.
     pub fn to_text(&self) -> String {
         let mut out = format!("{}\n", self.kind);
         if let Value::Object(map) = &self.details {
             for (k, v) in map {
-                let v = match v {
-                    Value::String(s) => s.clone(),
-                    Value::Null => "-".into(),
-                    other => other.to_string(),
-                };
-                out.push_str(&format!("  {k:<20} {v}\n"));
+                text_line(&mut out, 2, k, v);
             }
         }
         out
@@ -47,6 +43,78 @@ impl Inspection {
     /// For scripts.
     pub fn to_json(&self) -> Value {
         json!({ "kind": self.kind, "details": self.details })
+    }
+}
+
+const CERT_PEM_BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+
+/// A PEM file of several certificates: a Guardian's `identity.pem` (what
+/// OEMs wrap packages for: its ID and both certificates), or any chain.
+fn inspect_pem_chain(path: &Path, bytes: &[u8]) -> Result<Inspection> {
+    if let Ok(id) = crate::wrap::GuardianIdentity::load(path) {
+        let describe = |der: &[u8]| {
+            pki::parse_cert(der)
+                .ok()
+                .and_then(|c| serde_json::to_value(pki::describe(&c)).ok())
+                .unwrap_or_default()
+        };
+        return Ok(Inspection {
+            kind: "Guardian identity (key-agreement certificate, signed by the Guardian's signing certificate)",
+            details: json!({
+                "guardian_id": hex::encode(id.id),
+                "key_agreement_public_key": hex::encode(id.kem_key.0),
+                "key_agreement_certificate": describe(&id.kem_cert),
+                "signing_certificate": describe(&id.signing_cert),
+            }),
+        });
+    }
+    let certs = x509_cert::Certificate::load_pem_chain(bytes).map_err(|e| Error::Corrupt {
+        path: path.to_path_buf(),
+        problem: format!("a PEM file of certificates that does not parse: {e}"),
+    })?;
+    let described: Vec<Value> = certs
+        .iter()
+        .map(|c| serde_json::to_value(pki::describe(c)).unwrap_or_default())
+        .collect();
+    Ok(Inspection {
+        kind: "X.509 certificate chain (PEM)",
+        details: json!({
+            "certificates": described.len(),
+            "subjects": certs.iter().map(|c| c.tbs_certificate.subject.to_string()).collect::<Vec<_>>(),
+            "chain": described,
+        }),
+    })
+}
+
+fn text_line(out: &mut String, indent: usize, key: &str, v: &Value) {
+    let pad = " ".repeat(indent);
+    let width = 22usize.saturating_sub(indent);
+    let scalar = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    match v {
+        Value::Object(map) => {
+            out.push_str(&format!("{pad}{key}\n"));
+            for (k, v) in map {
+                text_line(out, indent + 2, k, v);
+            }
+        }
+        Value::Array(items) if items.iter().any(|i| i.is_object() || i.is_array()) => {
+            out.push_str(&format!("{pad}{key}\n"));
+            for (i, item) in items.iter().enumerate() {
+                text_line(out, indent + 2, &format!("[{i}]"), item);
+            }
+        }
+        Value::Array(items) if items.is_empty() => {
+            out.push_str(&format!("{pad}{key:<width$} -\n"));
+        }
+        Value::Array(items) => {
+            let joined: Vec<String> = items.iter().map(scalar).collect();
+            out.push_str(&format!("{pad}{key:<width$} {}\n", joined.join(", ")));
+        }
+        other => out.push_str(&format!("{pad}{key:<width$} {}\n", scalar(other))),
     }
 }
 
@@ -120,7 +188,14 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
             }),
         });
     }
-    if bytes.starts_with(b"-----BEGIN CERTIFICATE-----") || bytes.first() == Some(&0x30) {
+    let pem_certs = bytes
+        .windows(CERT_PEM_BEGIN.len())
+        .filter(|w| *w == CERT_PEM_BEGIN)
+        .count();
+    if pem_certs > 1 {
+        return inspect_pem_chain(path, &bytes);
+    }
+    if bytes.trim_ascii_start().starts_with(CERT_PEM_BEGIN) || bytes.first() == Some(&0x30) {
         if let Ok(cert) = pki::parse_cert(&bytes) {
             return Ok(Inspection {
                 kind: "X.509 certificate",

@@ -244,12 +244,24 @@ pub fn issue(
     })
 }
 
-/// Reads one certificate from PEM or DER bytes.
+/// Reads one certificate from PEM or DER bytes. PEM may have blank lines
+/// or spaces around it (as editors and mail leave them); a PEM file with
+/// more than one certificate is refused by name.
 pub fn parse_cert(bytes: &[u8]) -> std::result::Result<x509_cert::Certificate, String> {
     if bytes.starts_with(b"-----BEGIN")
         || bytes.iter().take(64).any(|&b| b == b'-') && bytes.is_ascii()
     {
-        x509_cert::Certificate::from_pem(bytes).map_err(|e| format!("not a PEM certificate: {e}"))
+        let text = bytes.trim_ascii();
+        let begins = text
+            .windows(b"-----BEGIN ".len())
+            .filter(|w| w == b"-----BEGIN ")
+            .count();
+        if begins > 1 {
+            return Err(format!(
+                "holds {begins} PEM blocks where one certificate is expected (a chain or a bundle?)"
+            ));
+        }
+        x509_cert::Certificate::from_pem(text).map_err(|e| format!("not a PEM certificate: {e}"))
     } else {
         x509_cert::Certificate::from_der(bytes).map_err(|e| format!("not a DER certificate: {e}"))
     }
@@ -984,6 +996,22 @@ mod tests {
         validate_code_signing(&m.der, &root.der).unwrap();
         let parsed = parse_cert(m.pem().as_bytes()).unwrap();
         assert_eq!(cert_oem_id(&parsed), Some(oem));
+        // Blank lines, spaces and CRLF around the PEM are accepted; two
+        // certificates are refused by name; garbage after END is refused.
+        let pem = m.pem();
+        let crlf = pem.replace('\n', "\r\n");
+        for padded in [
+            format!("{pem}\n\n"),
+            format!("\n\n{pem}"),
+            format!("  {pem}  \n\t\n"),
+            format!("{crlf}\r\n"),
+        ] {
+            assert_eq!(parse_cert(padded.as_bytes()).unwrap(), parsed, "{padded:?}");
+        }
+        let two = format!("{pem}{}", root.pem());
+        let err = parse_cert(two.as_bytes()).unwrap_err();
+        assert!(err.contains("2 PEM blocks"), "{err}");
+        assert!(parse_cert(format!("{pem}x").as_bytes()).is_err());
         assert_eq!(cert_public_key(&parsed).as_ref(), Some(m_key.public_key()));
         let info = describe(&parsed);
         assert_eq!(info.ca, None);
