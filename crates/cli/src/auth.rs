@@ -125,8 +125,8 @@ fn link_error(a: &AuthArgs, role: Role, e: AuthError) -> CliError {
     }
 }
 
-/// Runs `trustchain auth`. A refusal is printed, then the process exits
-/// with status 1.
+/// Runs `trustchain auth`. A refusal is printed (text or JSON on stdout),
+/// then returned as [`CliError::AuthRefused`] (exit status 1).
 pub fn run(a: AuthArgs) -> Result<(), CliError> {
     let (pa, pb) = (policy(&a)?, policy(&a)?);
     let mut dev_a = SimDevice::open(&a.device_a)?;
@@ -196,11 +196,9 @@ pub fn run(a: AuthArgs) -> Result<(), CliError> {
         println!("refused by {name} ({}): {reason}", refusal.side.name());
         println!("  {detail}");
     }
-    eprintln!(
-        "error: authentication refused by {name} ({}): {}",
-        dir.display(),
-        reason.describe()
-    );
-    eprintln!("hint: {}", reason.hint());
-    std::process::exit(1);
+    Err(CliError::AuthRefused {
+        by: name,
+        dir: dir.clone(),
+        reason,
+    })
 }

@@ -46,6 +46,17 @@ pub enum CliError {
         /// Why.
         source: trustchain_field::update::FetchError,
     },
+    /// One device refused the other during `trustchain auth` (what was
+    /// refused and why is printed on stdout first).
+    #[error("authentication refused by {by} ({}): {}", dir.display(), reason.describe())]
+    AuthRefused {
+        /// "A" or "B".
+        by: &'static str,
+        /// The refusing device's directory.
+        dir: PathBuf,
+        /// The stable reason.
+        reason: trustchain_field::auth::Reason,
+    },
     /// The device did not boot a verified application.
     #[error("{}: the SBM stays in recovery: {}", dir.display(), status.describe())]
     NoApplication {
@@ -75,6 +86,7 @@ impl CliError {
                     .into(),
             ),
             CliError::Fetch { source, .. } => Some(fetch_hint(source).into()),
+            CliError::AuthRefused { reason, .. } => Some(reason.hint().into()),
             CliError::NoApplication { .. } => Some(
                 "install a release with `trustchain device install DEVICE_DIR RELEASE_DIR`".into(),
             ),
