@@ -333,6 +333,21 @@ mod tests {
     use p256::ecdsa::signature::hazmat::PrehashSigner;
     use p256::ecdsa::Signature;
 
+    /// 0, the group order n, 2^256 − 1, n − 1 and 1: the scalars at the
+    /// edges of [1, n − 1].
+    const EDGE_SCALARS: [[u8; 32]; 5] = {
+        let n = [
+            0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2,
+            0xfc, 0x63, 0x25, 0x51,
+        ];
+        let mut n_minus_1 = n;
+        n_minus_1[31] -= 1;
+        let mut one = [0u8; 32];
+        one[31] = 1;
+        [[0; 32], n, [0xff; 32], n_minus_1, one]
+    };
+
     fn input(len: usize) -> [u8; 300] {
         let mut buf = [0u8; 300];
         for (i, b) in buf.iter_mut().enumerate().take(len) {
@@ -394,16 +409,8 @@ mod tests {
         }
         assert!(sign_prehash(&[0u8; 32], &[1; 32]).is_none(), "zero scalar");
         // Valid scalars are exactly those a public key exists for.
-        let n = [
-            0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-            0xff, 0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2,
-            0xfc, 0x63, 0x25, 0x51,
-        ];
-        let mut n_minus_1 = n;
-        n_minus_1[31] -= 1;
-        let mut one = [0u8; 32];
-        one[31] = 1;
-        for s in [[0u8; 32], n, [0xff; 32], n_minus_1, one, [0x42; 32]] {
+        let [_, n, _, n_minus_1, one] = EDGE_SCALARS;
+        for s in EDGE_SCALARS.into_iter().chain([[0x42; 32]]) {
             assert_eq!(is_valid_scalar(&s), public_key(&s).is_some(), "{s:02x?}");
         }
         assert!(!is_valid_scalar(&n) && is_valid_scalar(&n_minus_1) && is_valid_scalar(&one));
@@ -450,17 +457,9 @@ mod tests {
             c
         };
 
-        let n = [
-            0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-            0xff, 0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2,
-            0xfc, 0x63, 0x25, 0x51,
-        ];
-        let mut n_minus_1 = n;
-        n_minus_1[31] -= 1;
-        let mut one = [0u8; 32];
-        one[31] = 1;
+        let [_, n, _, _, one] = EDGE_SCALARS;
         let mut scalars = [[0u8; 32]; 17];
-        scalars[..5].copy_from_slice(&[[0; 32], n, [0xff; 32], n_minus_1, one]);
+        scalars[..5].copy_from_slice(&EDGE_SCALARS);
         for (i, s) in scalars[5..].iter_mut().enumerate() {
             *s = sha256(&[i as u8]);
         }
