@@ -104,6 +104,22 @@ pub enum Event {
         /// The new CRL's SHA-256 (DER).
         crl_sha256: String,
     },
+    /// An issuer's CRL was re-signed with the same entries and a new
+    /// validity (`oem revoke --refresh`), so that it stays current.
+    CrlRefresh {
+        /// The issuer (`device-ca` or `package <id>`).
+        issuer: String,
+        /// The new CRL's number.
+        crl_number: u64,
+        /// How many certificates it lists (unchanged).
+        revoked_count: u64,
+        /// Its thisUpdate, RFC 3339.
+        this_update: String,
+        /// Its nextUpdate, RFC 3339.
+        next_update: String,
+        /// The new CRL's SHA-256 (DER).
+        crl_sha256: String,
+    },
 }
 
 /// The log file.

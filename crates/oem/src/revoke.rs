@@ -12,6 +12,16 @@
 //! signs: the device CA for devices provisioned in the lab and for issuing
 //! CAs; the package's issuing CA key (which `wrap` keeps in the OEM keystore
 //! as `package-<package id>-ca`) for devices produced from a package.
+//!
+//! A CRL is current from thisUpdate until nextUpdate (`--days` later, RFC
+//! 5280 §5.1.2.5), and every user enforces nextUpdate (`trustchain_field`):
+//! otherwise an attacker could hand a server or device an old CRL, made
+//! before the latest revocation, and the revoked device would pass for ever.
+//! So the OEM re-signs its CRLs before they expire, revoking or not:
+//! [`refresh`] (`trustchain oem revoke OEM_DIR --refresh`) re-signs every
+//! issuer's CRL with the same entries, the next CRL number and new
+//! thisUpdate/nextUpdate, and rewrites the bundle.
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -206,6 +216,17 @@ struct Entry {
 /// Reads an existing CRL of ours: its entries and number. It must be signed
 /// by `issuer_der`'s key (a CRL that does not verify is corrupt, not state).
 fn read_crl(path: &Path, issuer_der: &[u8]) -> Result<(Vec<Entry>, u64)> {
+    read_crl_full(path, issuer_der).map(|c| (c.entries, c.number))
+}
+
+/// An existing CRL of ours, as read back.
+struct ReadCrl {
+    entries: Vec<Entry>,
+    number: u64,
+    next_update: Option<OffsetDateTime>,
+}
+
+fn read_crl_full(path: &Path, issuer_der: &[u8]) -> Result<ReadCrl> {
     use x509_cert::crl::CertificateList;
     let corrupt = |problem: String| Error::Corrupt {
         path: path.to_path_buf(),
@@ -242,15 +263,27 @@ fn read_crl(path: &Path, issuer_der: &[u8]) -> Result<(Vec<Entry>, u64)> {
     for rc in crl.tbs_cert_list.revoked_certificates.iter().flatten() {
         let when = rc.revocation_date.to_system_time();
         let when = OffsetDateTime::from(when);
+        // Only what `revoke` writes: a reasonCode this module knows. Anything
+        // else would be dropped when the CRL is re-signed, so it is refused.
+        let serial_hex = hex::encode(rc.serial_number.as_bytes());
         let mut reason = None;
         for ext in rc.crl_entry_extensions.iter().flatten() {
-            if ext.extn_id.to_string() == "2.5.29.21" {
-                // CRLReason ::= ENUMERATED: 0a 01 nn.
-                let v = ext.extn_value.as_bytes();
-                if v.len() == 3 && v[0] == 0x0a && v[1] == 1 {
-                    reason = Reason::from_code(v[2].into());
+            // CRLReason ::= ENUMERATED: 0a 01 nn.
+            let v = ext.extn_value.as_bytes();
+            reason = match (ext.extn_id.to_string().as_str(), v) {
+                ("2.5.29.21", [0x0a, 1, code]) => {
+                    Some(Reason::from_code((*code).into()).ok_or_else(|| {
+                        corrupt(format!(
+                            "entry {serial_hex}: reason code {code}, not one trustchain writes"
+                        ))
+                    })?)
                 }
-            }
+                (oid, _) => {
+                    return Err(corrupt(format!(
+                        "entry {serial_hex}: entry extension {oid}, not one trustchain writes"
+                    )))
+                }
+            };
         }
         entries.push(Entry {
             serial: rc.serial_number.as_bytes().to_vec(),
@@ -258,7 +291,15 @@ fn read_crl(path: &Path, issuer_der: &[u8]) -> Result<(Vec<Entry>, u64)> {
             reason,
         });
     }
-    Ok((entries, number))
+    let next_update = crl
+        .tbs_cert_list
+        .next_update
+        .map(|t| OffsetDateTime::from(t.to_system_time()));
+    Ok(ReadCrl {
+        entries,
+        number,
+        next_update,
+    })
 }
 
 /// Revokes a certificate: signs its issuer's next CRL and rewrites the bundle.
@@ -271,9 +312,7 @@ pub fn revoke(oem: &OemDir, keystore: &dyn KeyStore, req: &RevokeRequest) -> Res
         path: req.cert_path.clone(),
         problem: e.to_string(),
     })?;
-    if req.days == 0 || req.days > 3650 {
-        return Err(Error::Usage("--days must be 1 to 3650".into()));
-    }
+    check_days(req.days)?;
     let issuer = known_issuers(oem)?
         .into_iter()
         .find(|i| pki::verify_issued_by(&der, &i.der).is_ok())
@@ -313,33 +352,8 @@ pub fn revoke(oem: &OemDir, keystore: &dyn KeyStore, req: &RevokeRequest) -> Res
         when: now,
         reason: Some(req.reason),
     });
-    let issuer_cert = pki::issuer_from_der(&issuer.der).map_err(|problem| Error::Corrupt {
-        path: oem.path().join("device-ca.pem"),
-        problem,
-    })?;
-    let signer = keystore.signer(&issuer.key)?;
-    let params = CertificateRevocationListParams {
-        this_update: now,
-        next_update: now + time::Duration::days(req.days.into()),
-        crl_number: SerialNumber::from_slice(&(number + 1).to_be_bytes()),
-        issuing_distribution_point: None,
-        revoked_certs: entries
-            .iter()
-            .map(|e| RevokedCertParams {
-                serial_number: SerialNumber::from_slice(&e.serial),
-                revocation_time: e.when,
-                reason_code: e.reason.map(Reason::rcgen),
-                invalidity_date: None,
-            })
-            .collect(),
-        key_identifier_method: KeyIdMethod::Sha256,
-    };
-    let rkey = RcgenKey(signer.as_ref());
-    let iss = Issuer::from_params(&issuer_cert.params, rkey);
-    let crl = params
-        .signed_by(&iss)
-        .map_err(|e| Error::Usage(format!("CRL: {e}")))?;
-    let pem = crl.pem().map_err(|e| Error::Usage(format!("CRL: {e}")))?;
+    let crl = sign_crl(oem, keystore, &issuer, &entries, number + 1, now, req.days)?;
+    let pem = crl.pem;
     let dir = oem.path().join(CRL_DIR);
     if !dir.is_dir() {
         std::fs::create_dir(&dir).at(&dir)?;
@@ -354,7 +368,7 @@ pub fn revoke(oem: &OemDir, keystore: &dyn KeyStore, req: &RevokeRequest) -> Res
             issuer: issuer.name.clone(),
             reason: req.reason.name().into(),
             crl_number: number + 1,
-            crl_sha256: hex::encode(sha256(crl.der())),
+            crl_sha256: hex::encode(sha256(&crl.der)),
         },
     )?;
     Ok(RevokeReport {
@@ -385,4 +399,241 @@ fn write_bundle(oem: &OemDir) -> Result<PathBuf> {
     let bundle = oem.path().join(CRL_BUNDLE);
     crate::fsutil::write_replace(&bundle, out.as_bytes())?;
     Ok(bundle)
+}
+
+fn check_days(days: u32) -> Result<()> {
+    if days == 0 || days > 3650 {
+        return Err(Error::Usage("--days must be 1 to 3650".into()));
+    }
+    Ok(())
+}
+
+/// A signed CRL.
+struct SignedCrl {
+    pem: String,
+    der: Vec<u8>,
+}
+
+/// Signs `issuer`'s CRL number `number` listing `entries`, current from
+/// `now` (whole seconds) for `days` days.
+fn sign_crl(
+    oem: &OemDir,
+    keystore: &dyn KeyStore,
+    issuer: &KnownIssuer,
+    entries: &[Entry],
+    number: u64,
+    now: OffsetDateTime,
+    days: u32,
+) -> Result<SignedCrl> {
+    let issuer_cert = pki::issuer_from_der(&issuer.der).map_err(|problem| Error::Corrupt {
+        path: oem.path().join("device-ca.pem"),
+        problem,
+    })?;
+    let signer = keystore.signer(&issuer.key)?;
+    let params = CertificateRevocationListParams {
+        this_update: now,
+        next_update: now + time::Duration::days(days.into()),
+        crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+        issuing_distribution_point: None,
+        revoked_certs: entries
+            .iter()
+            .map(|e| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&e.serial),
+                revocation_time: e.when,
+                reason_code: e.reason.map(Reason::rcgen),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let rkey = RcgenKey(signer.as_ref());
+    let iss = Issuer::from_params(&issuer_cert.params, rkey);
+    let crl = params
+        .signed_by(&iss)
+        .map_err(|e| Error::Usage(format!("CRL: {e}")))?;
+    let pem = crl.pem().map_err(|e| Error::Usage(format!("CRL: {e}")))?;
+    Ok(SignedCrl {
+        pem,
+        der: crl.der().to_vec(),
+    })
+}
+
+/// A refresh of every CRL the OEM has made.
+pub struct RefreshRequest {
+    /// How long the new CRLs are current (nextUpdate − thisUpdate), in days.
+    pub days: u32,
+    /// Who does it (audit log).
+    pub operator: String,
+    /// The time of the refresh: the new thisUpdate (tests pin it).
+    pub now: OffsetDateTime,
+}
+
+/// One re-signed CRL.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RefreshedCrl {
+    /// The issuer that signed it: `device-ca` or `package <id>`.
+    pub issuer: String,
+    /// Its file.
+    pub crl: PathBuf,
+    /// Its new CRL number (the previous one + 1).
+    pub crl_number: u64,
+    /// How many certificates it lists (as before).
+    pub revoked_count: usize,
+    /// The previous nextUpdate, RFC 3339.
+    pub previous_next_update: Option<String>,
+    /// thisUpdate, RFC 3339.
+    pub this_update: String,
+    /// nextUpdate, RFC 3339: refresh again before then.
+    pub next_update: String,
+}
+
+/// What `refresh` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RefreshReport {
+    /// Each issuer's CRL, in file-name order (the bundle's order).
+    pub crls: Vec<RefreshedCrl>,
+    /// The bundle of all current CRLs, rewritten.
+    pub bundle: PathBuf,
+    /// The nextUpdate of the new CRLs, RFC 3339.
+    pub next_update: String,
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// Re-signs every CRL in `OEM_DIR/crl/` with the same entries, the next CRL
+/// number, thisUpdate = `now` and nextUpdate = `now` + `days`, rewrites the
+/// bundle and records one `crl_refresh` audit event per CRL.
+///
+/// Everything is read, checked (each CRL's signature by its issuer, every
+/// entry one that `revoke` writes, the issuer's key present) and signed
+/// before the first file is written; the new files are written to synced
+/// temporary files first and then renamed over the old ones, CRLs first and
+/// the bundle last. An error before the renames changes nothing; each
+/// rename replaces one whole file, so even a crash between them leaves only
+/// valid, signed CRLs, and running `refresh` again completes it. With no
+/// CRL yet there is nothing to refresh: an error, and nothing is written.
+pub fn refresh(
+    oem: &OemDir,
+    keystore: &dyn KeyStore,
+    req: &RefreshRequest,
+) -> Result<RefreshReport> {
+    check_days(req.days)?;
+    let dir = oem.path().join(CRL_DIR);
+    let mut files: Vec<PathBuf> = if dir.is_dir() {
+        std::fs::read_dir(&dir)
+            .at(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "pem"))
+            .collect()
+    } else {
+        vec![]
+    };
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::Usage(format!(
+            "{}: no CRL to refresh: this OEM directory has not revoked anything yet, so there \
+             is no CRL to re-sign and nothing was written; `trustchain oem revoke {} --cert \
+             CERT` makes the first one",
+            dir.display(),
+            oem.path().display()
+        )));
+    }
+    let issuers = known_issuers(oem)?;
+    let now = req.now.replace_nanosecond(0).unwrap_or(req.now);
+    let next_update = now + time::Duration::days(req.days.into());
+    // Read, check and sign everything before anything is written.
+    let mut signed = Vec::with_capacity(files.len());
+    for path in &files {
+        let issuer = issuers
+            .iter()
+            .find(|i| &crl_path(oem, &i.der) == path)
+            .ok_or_else(|| Error::Corrupt {
+                path: path.clone(),
+                problem: "matches no issuer of this OEM directory (a CRL file is named after the \
+                          SHA-256 of its issuer's certificate: the device CA or a package's \
+                          issuing CA); remove it if it is not the OEM's, then refresh again"
+                    .into(),
+            })?;
+        if !keystore.contains(&issuer.key) {
+            return Err(Error::Usage(format!(
+                "{}: the CRL of {} is signed with the key '{}', which this keystore does not \
+                 hold; nothing was refreshed",
+                path.display(),
+                issuer.name,
+                issuer.key.as_str()
+            )));
+        }
+        let old = read_crl_full(path, &issuer.der)?;
+        let number = old.number.checked_add(1).ok_or_else(|| Error::Corrupt {
+            path: path.clone(),
+            problem: "the CRL number cannot be raised any further".into(),
+        })?;
+        let crl = sign_crl(oem, keystore, issuer, &old.entries, number, now, req.days)?;
+        signed.push((path.clone(), issuer, old, number, crl));
+    }
+    let bundle_text: String = signed
+        .iter()
+        .map(|(_, _, _, _, c)| c.pem.as_str())
+        .collect();
+    let bundle = oem.path().join(CRL_BUNDLE);
+    // Stage every file, then rename: CRLs first, the bundle last.
+    let mut staged = Vec::with_capacity(signed.len() + 1);
+    for (path, _, _, _, crl) in &signed {
+        staged.push((stage(path, crl.pem.as_bytes())?, path.clone()));
+    }
+    staged.push((stage(&bundle, bundle_text.as_bytes())?, bundle.clone()));
+    for (tmp, path) in staged {
+        tmp.persist(&path).map_err(|e| Error::Io {
+            path: path.clone(),
+            source: e.error,
+        })?;
+    }
+    for d in [&dir, oem.path()] {
+        if let Ok(f) = std::fs::File::open(d) {
+            let _ = f.sync_all();
+        }
+    }
+    let mut crls = Vec::with_capacity(signed.len());
+    for (path, issuer, old, number, crl) in signed {
+        oem.audit().append(
+            &req.operator,
+            crate::audit::Event::CrlRefresh {
+                issuer: issuer.name.clone(),
+                crl_number: number,
+                revoked_count: old.entries.len() as u64,
+                this_update: rfc3339(now),
+                next_update: rfc3339(next_update),
+                crl_sha256: hex::encode(sha256(&crl.der)),
+            },
+        )?;
+        crls.push(RefreshedCrl {
+            issuer: issuer.name.clone(),
+            crl: path,
+            crl_number: number,
+            revoked_count: old.entries.len(),
+            previous_next_update: old.next_update.map(rfc3339),
+            this_update: rfc3339(now),
+            next_update: rfc3339(next_update),
+        });
+    }
+    Ok(RefreshReport {
+        crls,
+        bundle,
+        next_update: rfc3339(next_update),
+    })
+}
+
+/// `bytes` in a synced temporary file next to `path`, to be renamed onto it.
+fn stage(path: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tc-tmp-")
+        .tempfile_in(dir)
+        .at(dir)?;
+    tmp.write_all(bytes).at(tmp.path().to_path_buf())?;
+    tmp.as_file().sync_all().at(path)?;
+    Ok(tmp)
 }
