@@ -180,7 +180,9 @@ impl Reason {
             Reason::ChainBadSignature | Reason::InvalidChain => {
                 "the peer's certificates are damaged or were not issued by the OEM's CAs"
             }
-            Reason::BadCrl => "fetch a current CRL signed by the OEM's CA (trustchain oem revoke)",
+            Reason::BadCrl => {
+                "use a current CRL signed by the OEM's CA: at the OEM, `trustchain oem revoke OEM_DIR --refresh` re-signs expired CRLs; give this side the new OEM_DIR/crl.pem (--crl)"
+            }
         }
     }
 }

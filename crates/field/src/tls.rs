@@ -214,15 +214,24 @@ pub fn client_config(
 /// has a CRL from its issuer in `crls` (so revoking a package's issuing CA
 /// refuses all its devices); a certificate whose issuer published no CRL
 /// is not refused for that (an OEM that never revoked has no CRL).
+///
+/// A CRL is honoured only until its nextUpdate
+/// (`enforce_revocation_expiration`): once it has expired, every client
+/// whose chain that CRL covers is refused, so that an old CRL cannot stand
+/// in for a newer one for ever. A CRL already expired now is refused here,
+/// naming its issuer and nextUpdate ([`crate::crl::check_current`]); the
+/// operator refreshes the CRLs before nextUpdate and restarts the server.
 pub fn server_config(
     root_der: &[u8],
     crls: Vec<CertificateRevocationListDer<'static>>,
     chain: &[Vec<u8>],
     key: KeystoreKey,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
+    crate::crl::check_current("the server's CRLs", &crls, crate::crl::unix_now())?;
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(root_der)?, provider())
         .with_crls(crls)
         .allow_unknown_revocation_status()
+        .enforce_revocation_expiration()
         .build()
         .map_err(|e| e.to_string())?;
     let certified = certified(chain, key);
@@ -248,12 +257,24 @@ pub fn describe(e: &rustls::Error) -> String {
         E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
             "the server's certificate is not valid for this name".into()
         }
+        E::InvalidCertificate(C::ExpiredRevocationListContext { next_update, .. }) => format!(
+            "this side's CRL for the certificate's issuer expired at {} (its nextUpdate), so \
+             revocation cannot be checked; {}",
+            crate::crl::rfc3339(next_update.as_secs()),
+            crate::crl::REFRESH_HINT
+        ),
+        E::InvalidCertificate(C::ExpiredRevocationList) => format!(
+            "this side's CRL for the certificate's issuer is past its nextUpdate, so revocation \
+             cannot be checked; {}",
+            crate::crl::REFRESH_HINT
+        ),
         E::NoCertificatesPresented => "the client presented no certificate".into(),
         E::AlertReceived(A::CertificateRevoked) => {
             "the server refused this device's certificate: revoked".into()
         }
         E::AlertReceived(A::UnknownCA) => {
-            "the server refused this device's certificate: it does not chain to the server's root"
+            "the server refused this device's certificate: it does not chain to the server's \
+             root (or the server's CRL for its issuer has expired)"
                 .into()
         }
         E::AlertReceived(A::CertificateExpired) => {

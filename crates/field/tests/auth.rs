@@ -457,6 +457,89 @@ fn a_revoked_peer_is_refused() {
     );
 }
 
+/// Runs A against B; a refusal comes back with its side, reason and detail.
+fn run_detail(
+    a: &mut SimDevice,
+    b: &mut SimDevice,
+    pa: Policy,
+    pb: Policy,
+) -> Result<(), (Role, Reason, String)> {
+    unchanged(&mut [a, b], |d| {
+        let [a, b] = d else { unreachable!() };
+        match sim::authenticate(a, b, pa, pb).unwrap().result {
+            Ok(_) => Ok(()),
+            Err(f) => match f.error {
+                Error::Refused { reason, detail } => Err((f.side, reason, detail)),
+                other => panic!("not a refusal: {other}"),
+            },
+        }
+    })
+}
+
+#[test]
+fn a_crl_past_its_next_update_is_refused_as_bad_crl_until_refreshed() {
+    // A replayed old CRL (one made before a later revocation) is only good
+    // until its own nextUpdate: at `now` >= nextUpdate the side holding it
+    // refuses every peer it covers, revoked or not, with `bad-crl`.
+    let o = oem(0x1234);
+    let mut a = device(&o, "a", &[1], 7);
+    let mut b = device(&o, "b", &[2], 7);
+    let mut c = device(&o, "c", &[3], 7);
+    let next_update = (OffsetDateTime::now_utc() + Duration::days(1))
+        .replace_nanosecond(0)
+        .unwrap();
+    let t = next_update.unix_timestamp() as u64;
+    let revokes_a = crl(&o, &[leaf_serial(&mut a)], next_update);
+    let at = |now: u64| Policy {
+        crls: vec![revokes_a.clone()],
+        now,
+        ..Policy::now()
+    };
+    // One second before nextUpdate the CRL is current: it revokes A, and
+    // C, which it does not list, passes.
+    assert_eq!(
+        run_detail(&mut a, &mut b, Policy::at(t - 1), at(t - 1)).map_err(|(s, r, _)| (s, r)),
+        Err((Role::Responder, Reason::Revoked))
+    );
+    assert_eq!(
+        run_detail(&mut c, &mut b, Policy::at(t - 1), at(t - 1)),
+        Ok(())
+    );
+    // At nextUpdate and after, it is expired: C is refused too, A still is
+    // (bad-crl rather than revoked: the list can no longer be trusted).
+    let stamp = next_update
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    for now in [t, t + 86_400] {
+        for (peer, name) in [(&mut c, "C"), (&mut a, "A")] {
+            let (side, reason, detail) =
+                run_detail(peer, &mut b, Policy::at(now), at(now)).unwrap_err();
+            assert_eq!((side, reason), (Role::Responder, Reason::BadCrl), "{name}");
+            for needle in [
+                "expired at",
+                stamp.as_str(),
+                "nextUpdate",
+                "Acme Device CA",
+                "CRL number 1",
+                "trustchain oem revoke OEM_DIR --refresh",
+                "crl.pem",
+            ] {
+                assert!(detail.contains(needle), "{name}: {needle:?} in {detail}");
+            }
+        }
+    }
+    // The initiator enforces it the same way.
+    assert_eq!(
+        run_detail(&mut b, &mut c, at(t), Policy::at(t)).map_err(|(s, r, _)| (s, r)),
+        Err((Role::Initiator, Reason::BadCrl))
+    );
+    // A side without the CRL is not affected by its age.
+    assert_eq!(
+        run_detail(&mut c, &mut b, Policy::at(t), Policy::at(t)),
+        Ok(())
+    );
+}
+
 /// The two devices' endpoints, for driving the states by hand.
 fn with_endpoints<R>(
     a: &mut SimDevice,

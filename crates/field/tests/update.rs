@@ -283,6 +283,162 @@ fn a_revoked_device_is_refused_and_unchanged() {
     );
 }
 
+/// The leaf certificate of a device directory.
+fn leaf(dir: &Path) -> Vec<u8> {
+    let mut dev = SimDevice::open(dir).unwrap();
+    Programmer::new(SimLink::new(&mut dev).unwrap())
+        .cert_chain()
+        .unwrap()
+        .0
+        .remove(0)
+}
+
+/// The OEM revokes `cert` as if at `now`, the CRL current for `days`.
+fn revoke_at(w: &World, cert: Vec<u8>, now: time::OffsetDateTime, days: u32) -> PathBuf {
+    revoke(
+        &w.o.oem,
+        &w.o.ks,
+        &RevokeRequest {
+            cert,
+            cert_path: "revoked.pem".into(),
+            reason: Reason::KeyCompromise,
+            days,
+            operator: "test".into(),
+            now,
+        },
+    )
+    .unwrap()
+    .bundle
+}
+
+fn server_options(w: &World, release: &Path, crls: &Path) -> ServerOptions {
+    let root = w.o.oem.root_der().unwrap();
+    let id = open_identity(&w.identity, &pass()).unwrap();
+    ServerOptions {
+        catalogue: Catalogue::load(release, &root).unwrap(),
+        root_der: root,
+        crls: crl::load(crls).unwrap(),
+        chain: vec![id.cert_der],
+        key: Arc::from(id.key),
+        listen: "127.0.0.1:0".parse().unwrap(),
+    }
+}
+
+#[test]
+fn a_server_refuses_to_start_with_an_expired_crl_until_it_is_refreshed() {
+    let w = world();
+    let a = device(&w, "a", b"\xa1");
+    let b = device(&w, "b", b"\xb2");
+    // A CRL made 31 days ago, current for 30: what an attacker replays, or
+    // an operator forgot to refresh.
+    let then = time::OffsetDateTime::now_utc() - time::Duration::days(31);
+    let bundle = revoke_at(&w, leaf(&b), then, 30);
+    let next_update = (then.replace_nanosecond(0).unwrap() + time::Duration::days(30))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let err = match UpdateServer::bind(server_options(&w, &w.v2, &bundle)) {
+        Ok(_) => panic!("a server started with an expired CRL"),
+        Err(e) => e,
+    };
+    for needle in [
+        "expired at",
+        next_update.as_str(),
+        "nextUpdate",
+        "Device CA",
+        "CRL number 1",
+        "trustchain oem revoke OEM_DIR --refresh",
+    ] {
+        assert!(err.contains(needle), "{needle:?} in {err}");
+    }
+    // The same check for the CLI, which names the file.
+    let loaded = crl::load(&bundle).unwrap();
+    let named = crl::check_current("acme/crl.pem", &loaded, crl::unix_now()).unwrap_err();
+    assert!(named.starts_with("acme/crl.pem: CRL 1 of 1: "), "{named}");
+    // The OEM refreshes: same entry, a new nextUpdate; the server starts,
+    // still refuses b and serves a.
+    let r = trustchain_oem::revoke::refresh(
+        &w.o.oem,
+        &w.o.ks,
+        &trustchain_oem::revoke::RefreshRequest {
+            days: 30,
+            operator: "test".into(),
+            now: time::OffsetDateTime::now_utc(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        (r.crls.len(), r.crls[0].crl_number, r.crls[0].revoked_count),
+        (1, 2, 1)
+    );
+    let until = crl::check_current("crl.pem", &crl::load(&r.bundle).unwrap(), crl::unix_now())
+        .unwrap()
+        .unwrap();
+    assert!(until > crl::unix_now() + 29 * 86_400, "{until}");
+    let srv = serve(&w, &w.v2, Some(&r.bundle));
+    let snap = snapshot(&b);
+    let err = fetch(&b, &srv.url).unwrap_err();
+    assert!(
+        matches!(&err, FetchError::Tls { why, .. } if why.contains("revoked")),
+        "{err}"
+    );
+    assert_eq!(snapshot(&b), snap);
+    assert!(fetch(&a, &srv.url).unwrap().staged);
+}
+
+#[test]
+fn a_running_server_refuses_devices_once_its_crl_expires() {
+    // rustls enforces nextUpdate while the server runs
+    // (`enforce_revocation_expiration`): a CRL that expires under a running
+    // server refuses every device it covers until the server gets a fresh one.
+    let w = world();
+    let a = device(&w, "a", b"\xa1");
+    let b = device(&w, "b", b"\xb2");
+    let c = device(&w, "c", b"\xc3");
+    // Current for 30 days from 30 days minus a few seconds ago: it expires
+    // a few seconds from now.
+    let margin = 6;
+    let then = time::OffsetDateTime::now_utc() - time::Duration::days(30)
+        + time::Duration::seconds(margin);
+    let bundle = revoke_at(&w, leaf(&c), then, 30);
+    let next_update = then.replace_nanosecond(0).unwrap() + time::Duration::days(30);
+    let log = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let server = UpdateServer::bind(server_options(&w, &w.v2, &bundle)).unwrap();
+    let addr = server.local_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s2, l2) = (stop.clone(), log.clone());
+    let thread = std::thread::spawn(move || {
+        server.serve(&s2, &|line| l2.lock().unwrap().push(line));
+    });
+    let srv = Running {
+        url: format!("https://127.0.0.1:{}", addr.port()),
+        stop,
+        addr,
+        thread: Some(thread),
+    };
+    // While the CRL is current, a device it does not list is served.
+    let f = fetch(&a, &srv.url).unwrap();
+    assert!(f.staged);
+    assert!(
+        time::OffsetDateTime::now_utc() < next_update,
+        "the fetch before expiry took longer than {margin} s; the test proves nothing"
+    );
+    // After nextUpdate, the same kind of device is refused, unchanged.
+    while time::OffsetDateTime::now_utc() <= next_update + time::Duration::seconds(1) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let snap = snapshot(&b);
+    let err = fetch(&b, &srv.url).unwrap_err();
+    assert!(matches!(&err, FetchError::Tls { .. }), "{err}");
+    assert_eq!(snapshot(&b), snap, "a refused device is unchanged");
+    drop(srv);
+    let log = log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("refused: this side's CRL for the certificate's issuer expired at")
+            && log.contains("--refresh"),
+        "{log}"
+    );
+}
+
 #[test]
 fn a_device_of_another_oem_is_refused_by_the_server() {
     let w = world();

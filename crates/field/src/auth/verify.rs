@@ -193,11 +193,38 @@ const P256_SPKI_PREFIX: [u8; 26] = [
     0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
+/// The refusal's detail for the operator: webpki's error, or for an
+/// expired CRL which one (issuer, number), when it expired and what to do.
+fn detail(e: &webpki::Error, crl_ders: &[Vec<u8>]) -> String {
+    let webpki::Error::CrlExpired { time, next_update } = e else {
+        return format!("{e:?}");
+    };
+    let (now, next) = (time.as_secs(), next_update.as_secs());
+    // webpki names the time, not the CRL: find the CRL that expired then.
+    let expired = crl_ders
+        .iter()
+        .filter_map(|d| crate::crl::info(d).ok())
+        .find(|i| i.next_update == next && i.expired_at(now));
+    let what = match expired {
+        Some(info) => crate::crl::describe_expired(&info, now),
+        None => format!(
+            "a CRL expired at {} (its nextUpdate), and the time here is {}",
+            crate::crl::rfc3339(next),
+            crate::crl::rfc3339(now)
+        ),
+    };
+    format!(
+        "{what}: a CRL past its nextUpdate may be an old one replayed, so revocation cannot be \
+         checked and the peer is not trusted; {}",
+        crate::crl::REFRESH_HINT
+    )
+}
+
 fn verify(
     chain: &[&[u8]],
     root: &[u8],
     now: u64,
-    crls: Option<&[CertRevocationList<'_>]>,
+    crls: Option<(&[CertRevocationList<'_>], &[Vec<u8>])>,
 ) -> Result<[u8; 65], Error> {
     let root = CertificateDer::from(root);
     let anchor = webpki::anchor_from_trusted_cert(&root)
@@ -210,7 +237,8 @@ fn verify(
         .map_err(|e| Error::refused(Reason::InvalidChain, format!("peer leaf: {e}")))?;
     let intermediates: Vec<CertificateDer<'_>> =
         rest.iter().map(|c| CertificateDer::from(*c)).collect();
-    let refs: Vec<&CertRevocationList<'_>> = crls.into_iter().flatten().collect();
+    let (parsed, ders) = crls.unwrap_or((&[], &[]));
+    let refs: Vec<&CertRevocationList<'_>> = parsed.iter().collect();
     let revocation = match RevocationOptionsBuilder::new(&refs) {
         Ok(b) => Some(
             b.with_depth(RevocationCheckDepth::Chain)
@@ -229,7 +257,7 @@ fn verify(
         revocation,
         None,
     )
-    .map_err(|e| Error::refused(reason(&e), format!("{e:?}")))?;
+    .map_err(|e| Error::refused(reason(&e), detail(&e, ders)))?;
     // The validated leaf's key, from the SPKI webpki parsed.
     let spki = ee.subject_public_key_info();
     spki.as_ref()
@@ -248,9 +276,13 @@ pub(crate) fn validate(chain: &[&[u8]], root: &[u8], now: u64) -> Result<[u8; 65
 /// Revocation of every certificate of `chain` (leaf and intermediates)
 /// with rustls-webpki's CRL support: a CRL covers the certificates its
 /// issuer issued; a certificate whose issuer has no CRL here is accepted
-/// (`UnknownStatusPolicy::Allow`); a CRL past its nextUpdate refuses
-/// (`ExpirationPolicy::Enforce`). Path validation runs again, as webpki
-/// checks revocation along the path it builds.
+/// (`UnknownStatusPolicy::Allow`); a CRL past its nextUpdate at `now` (the
+/// same time the chain is validated at) refuses with [`Reason::BadCrl`]
+/// and a detail naming the CRL, its nextUpdate and the refresh
+/// (`ExpirationPolicy::Enforce`, RFC 5280 §5.1.2.5: without it, an old CRL
+/// replayed in place of a newer one would hide every later revocation for
+/// ever). Path validation runs again, as webpki checks revocation along the
+/// path it builds.
 pub(crate) fn check_revocation(
     chain: &[&[u8]],
     root: &[u8],
@@ -271,5 +303,5 @@ pub(crate) fn check_revocation(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    verify(chain, root, now, Some(&parsed)).map(|_| ())
+    verify(chain, root, now, Some((&parsed, crls))).map(|_| ())
 }
