@@ -303,27 +303,44 @@ pub enum OemCommand {
         json: bool,
     },
     /// In the field, at the OEM: revoke a device certificate (or a package's issuing CA, which
-    /// revokes every device produced from that package) with a signed X.509 CRL.
+    /// revokes every device produced from that package) with a signed X.509 CRL, or keep the
+    /// CRLs current with --refresh.
     ///
-    /// Adds the certificate to its issuer's CRL in OEM_DIR/crl/ (signed by the device CA, or by
-    /// the package's issuing CA key that `wrap` keeps), raises the CRL number, and rewrites
-    /// OEM_DIR/crl.pem, the bundle to give update servers (`update-server --crl`) and devices
-    /// (`auth --crl`). Recorded in OEM_DIR/audit.log. Needs the passphrase or token PIN.
+    /// --cert: adds the certificate to its issuer's CRL in OEM_DIR/crl/ (signed by the device
+    /// CA, or by the package's issuing CA key that `wrap` keeps), raises the CRL number, and
+    /// rewrites OEM_DIR/crl.pem, the bundle to give update servers (`update-server --crl`) and
+    /// devices (`auth --crl`).
     ///
-    /// A device's certificate is the first of its chain: `trustchain device info DEVICE_DIR
-    /// --json` prints it (certificate_chain[0]), and the production report lists every device's.
-    /// Revoking again re-signs the CRL with a higher number; servers read CRLs at start.
+    /// Each CRL is current for --days (its nextUpdate), and nextUpdate is enforced: after it,
+    /// `auth` refuses the peers that CRL covers (bad-crl), an update server refuses to start
+    /// with it and a running one refuses those devices, because an old CRL could be replayed
+    /// to hide a later revocation. --refresh re-signs every CRL of OEM_DIR with the same
+    /// entries, the next CRL number and a new nextUpdate (now + --days), and rewrites
+    /// OEM_DIR/crl.pem: run it before nextUpdate (e.g. weekly for 30 days), then give the new
+    /// crl.pem to servers (restart them) and devices. With no CRL yet there is nothing to
+    /// refresh (an error, nothing written).
+    ///
+    /// Recorded in OEM_DIR/audit.log. Needs the passphrase or token PIN. Nothing is written
+    /// unless every CRL was signed. A device's certificate is the first of its chain:
+    /// `trustchain device info DEVICE_DIR --json` prints it (certificate_chain[0]), and the
+    /// production report lists every device's.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["cert", "refresh"])))]
     Revoke {
         /// The OEM directory.
         oem_dir: PathBuf,
         /// The certificate to revoke (PEM or DER): a device certificate, or
         /// OEM_DIR/packages/<id>.issuing-ca.pem to revoke every device of that package.
         #[arg(long, value_name = "DEVICE_CERT")]
-        cert: PathBuf,
-        /// Why: key-compromise, ca-compromise, superseded, cessation-of-operation, unspecified.
-        #[arg(long, default_value = "key-compromise")]
+        cert: Option<PathBuf>,
+        /// Revoke nothing: re-sign every existing CRL (same entries, CRL number + 1,
+        /// thisUpdate now, nextUpdate now + --days) and rewrite the bundle.
+        #[arg(long)]
+        refresh: bool,
+        /// Why (with --cert): key-compromise, ca-compromise, superseded, cessation-of-operation,
+        /// unspecified.
+        #[arg(long, default_value = "key-compromise", conflicts_with = "refresh")]
         reason: String,
-        /// Days until the CRL's nextUpdate.
+        /// Days until the new CRL's nextUpdate (1 to 3650): refresh before then.
         #[arg(long, value_name = "N", default_value = "30")]
         days: u32,
         /// Also copy the CRL bundle to FILE (must not exist).
@@ -381,7 +398,10 @@ pub struct UpdateServerArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: std::net::SocketAddr,
     /// CRLs to honour (OEM_DIR/crl.pem from `trustchain oem revoke`), read at start: restart
-    /// the server after a revocation.
+    /// the server after a revocation. Every CRL must be current (before its nextUpdate) or
+    /// the server does not start; once one expires, the running server refuses the devices
+    /// it covers. Refresh them at the OEM (`oem revoke OEM_DIR --refresh`) before nextUpdate
+    /// and restart the server with the new file.
     #[arg(long, value_name = "FILE")]
     pub crl: Option<PathBuf>,
     /// The server identity made by `trustchain oem server-cert`.

@@ -220,19 +220,33 @@ pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
         Command::Oem(OemCommand::Revoke {
             oem_dir,
             cert,
+            refresh,
             reason,
             days,
             out,
             json,
-        }) => crate::field::run_revoke(
-            &oem_dir,
-            &cert,
-            &reason,
-            days,
-            out.as_deref(),
-            json,
-            pass_file,
-        )?,
+        }) => {
+            match (cert, refresh) {
+                (Some(cert), false) => crate::field::run_revoke(
+                    &oem_dir,
+                    &cert,
+                    &reason,
+                    days,
+                    out.as_deref(),
+                    json,
+                    pass_file,
+                )?,
+                (None, true) => {
+                    crate::field::run_refresh(&oem_dir, days, out.as_deref(), json, pass_file)?
+                }
+                // clap refuses both and neither; this is the same message in case.
+                _ => return Err(Error::Usage(
+                    "give either --cert DEVICE_CERT (revoke it) or --refresh (re-sign the CRLs)"
+                        .into(),
+                )
+                .into()),
+            }
+        }
         Command::Oem(OemCommand::ServerCert {
             oem_dir,
             name,

@@ -8,7 +8,7 @@ use trustchain_field::update::{Catalogue, ServerOptions, UpdateServer};
 use trustchain_oem::error::Error;
 use trustchain_oem::keystore::sealed::KdfParams;
 use trustchain_oem::oem::OemDir;
-use trustchain_oem::revoke::{revoke, Reason, RevokeRequest};
+use trustchain_oem::revoke::{refresh, revoke, Reason, RefreshRequest, RevokeRequest};
 
 use crate::cli::UpdateServerArgs;
 use crate::error::CliError;
@@ -35,15 +35,7 @@ pub fn run_revoke(
         path: cert.to_path_buf(),
         source: e,
     })?;
-    if let Some(o) = out {
-        if o.exists() {
-            return Err(Error::AlreadyExists {
-                path: o.to_path_buf(),
-                what: "CRL bundle copy",
-            }
-            .into());
-        }
-    }
+    refuse_existing_out(out)?;
     let pass = passphrase::for_dir(oem.custody(), pass_file)?;
     let ks = oem.unlock(&pass)?;
     let r = revoke(
@@ -58,13 +50,7 @@ pub fn run_revoke(
             now: time::OffsetDateTime::now_utc(),
         },
     )?;
-    if let Some(o) = out {
-        let b = std::fs::read(&r.bundle).map_err(|e| Error::Io {
-            path: r.bundle.clone(),
-            source: e,
-        })?;
-        trustchain_oem::fsutil::write_new(o, &b, "CRL bundle copy")?;
-    }
+    copy_bundle(&r.bundle, out)?;
     if json {
         print_json(&r);
     } else {
@@ -75,6 +61,82 @@ pub fn run_revoke(
         println!(
             "  give {} to update servers (--crl) and devices (auth --crl)",
             out.unwrap_or(&r.bundle).display()
+        );
+    }
+    Ok(())
+}
+
+/// `--out FILE` must not exist (checked before anything is signed).
+fn refuse_existing_out(out: Option<&Path>) -> Result<(), CliError> {
+    match out {
+        Some(o) if o.exists() => Err(Error::AlreadyExists {
+            path: o.to_path_buf(),
+            what: "CRL bundle copy",
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// Copies the bundle to `--out FILE`.
+fn copy_bundle(bundle: &Path, out: Option<&Path>) -> Result<(), CliError> {
+    if let Some(o) = out {
+        let b = std::fs::read(bundle).map_err(|e| Error::Io {
+            path: bundle.to_path_buf(),
+            source: e,
+        })?;
+        trustchain_oem::fsutil::write_new(o, &b, "CRL bundle copy")?;
+    }
+    Ok(())
+}
+
+/// `trustchain oem revoke --refresh`.
+pub fn run_refresh(
+    oem_dir: &Path,
+    days: u32,
+    out: Option<&Path>,
+    json: bool,
+    pass_file: Option<&Path>,
+) -> Result<(), CliError> {
+    let oem = OemDir::open(oem_dir)?;
+    refuse_existing_out(out)?;
+    let pass = passphrase::for_dir(oem.custody(), pass_file)?;
+    let ks = oem.unlock(&pass)?;
+    let r = refresh(
+        &oem,
+        &ks,
+        &RefreshRequest {
+            days,
+            operator: trustchain_oem::audit::default_operator(),
+            now: time::OffsetDateTime::now_utc(),
+        },
+    )?;
+    copy_bundle(&r.bundle, out)?;
+    if json {
+        print_json(&r);
+    } else {
+        println!(
+            "refreshed {} CRL(s): same entries, current until {}",
+            r.crls.len(),
+            r.next_update
+        );
+        for c in &r.crls {
+            println!(
+                "  {}: CRL number {} lists {} certificate(s){}",
+                c.issuer,
+                c.crl_number,
+                c.revoked_count,
+                c.previous_next_update
+                    .as_ref()
+                    .map(|p| format!(" (was current until {p})"))
+                    .unwrap_or_default()
+            );
+        }
+        println!(
+            "  give {} to update servers (--crl, then restart them) and devices (auth --crl); \
+             refresh again before {}",
+            out.unwrap_or(&r.bundle).display(),
+            r.next_update
         );
     }
     Ok(())
@@ -156,7 +218,28 @@ pub fn run_update_server(a: UpdateServerArgs, pass_file: Option<&Path>) -> Resul
         })?;
     let catalogue = Catalogue::load(&a.release, &root_der).map_err(CliError::Field)?;
     let crls = match &a.crl {
-        Some(p) => trustchain_field::crl::load(p).map_err(CliError::Field)?,
+        Some(p) => {
+            let crls = trustchain_field::crl::load(p).map_err(CliError::Field)?;
+            // Refuse to start with an expired CRL: rustls would refuse every
+            // device of that issuer (nextUpdate enforced), silently to the operator.
+            let until = trustchain_field::crl::check_current(
+                &p.display().to_string(),
+                &crls,
+                trustchain_field::crl::unix_now(),
+            )
+            .map_err(CliError::Field)?;
+            if let Some(t) = until {
+                eprintln!(
+                    "CRLs from {}: {} current until {}; refresh them at the OEM (`trustchain oem \
+                     revoke OEM_DIR --refresh`) and restart with the new crl.pem before then, or \
+                     the devices they cover are refused",
+                    p.display(),
+                    crls.len(),
+                    trustchain_field::crl::rfc3339(t)
+                );
+            }
+            crls
+        }
         None => vec![],
     };
     let pass = passphrase::obtain(pass_file, false)?;

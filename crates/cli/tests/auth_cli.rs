@@ -162,6 +162,39 @@ fn auth_between_simulated_devices() {
         &[&"--crl", &crl, &"--product", &"7", &"--product", &"8"],
     );
     assert!(success, "a device the CRL does not name passes");
+    // The same CRL after its nextUpdate (30 days on) can no longer be
+    // trusted: even the device it does not name is refused, as bad-crl,
+    // and the detail says when it expired and how to refresh it.
+    let later = (time::OffsetDateTime::now_utc() + time::Duration::days(31))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let expired = auth(
+        &b,
+        &gw,
+        &[
+            &"--crl",
+            &crl,
+            &"--product",
+            &"7",
+            &"--product",
+            &"8",
+            &"--now",
+            &later,
+        ],
+    );
+    let detail = expired.1["refusal"]["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains("expired at") && detail.contains("(its nextUpdate)"),
+        "{detail}"
+    );
+    assert!(
+        expired
+            .2
+            .contains("trustchain oem revoke OEM_DIR --refresh"),
+        "{}",
+        expired.2
+    );
+    refusal(expired, "B", "bad-crl", 14);
 
     // Another OEM root.
     let other = root.join("other");
