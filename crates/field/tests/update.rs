@@ -394,9 +394,10 @@ fn a_running_server_refuses_devices_once_its_crl_expires() {
     let a = device(&w, "a", b"\xa1");
     let b = device(&w, "b", b"\xb2");
     let c = device(&w, "c", b"\xc3");
-    // Current for 30 days from 30 days minus a few seconds ago: it expires
-    // a few seconds from now.
-    let margin = 6;
+    // Current for 30 days from 30 days minus `margin` seconds ago: it
+    // expires `margin` seconds from now (room for a slow debug build on a
+    // loaded machine before the first fetch is done).
+    let margin = 15;
     let then = time::OffsetDateTime::now_utc() - time::Duration::days(30)
         + time::Duration::seconds(margin);
     let bundle = revoke_at(&w, leaf(&c), then, 30);
