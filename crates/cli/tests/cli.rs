@@ -817,3 +817,96 @@ fn produce_through_the_cli() {
         .unwrap();
     assert!(ok(&tc(&[&"device", &"boot", &first])).contains("1.0.0"));
 }
+
+/// Commands that change OEM_DIR wait for its lock (another trustchain
+/// process changing it), then do their work: held here, `master` and
+/// `oem product` say they are waiting and do not finish; released, both
+/// finish and the audit log is one unbroken chain.
+#[test]
+fn oem_commands_wait_for_the_directory_lock() {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let env = setup();
+    let img = image(&env, "fw.bin", 3_000);
+    let audit = |env: &Env| json(&tc(&[&"inspect", &env.oem.join("audit.log"), &"--json"]));
+    let before = audit(&env)["details"]["records"].as_u64().unwrap();
+    let held = std::fs::File::open(&env.oem).unwrap();
+    held.lock().unwrap();
+    let rel = env.root.join("rel");
+    let commands = [
+        trustchain(&[
+            &"master",
+            &env.oem,
+            &"--product",
+            &"7",
+            &"--version",
+            &"1.0.0",
+            &"--image",
+            &img,
+            &"--out",
+            &rel,
+            &"--load-address",
+            &"0x08000000",
+        ]),
+        trustchain(&[
+            &"oem",
+            &"product",
+            &env.oem,
+            &"--product-id",
+            &"9",
+            &"--name",
+            &"Gateway",
+        ]),
+    ];
+    // Each child's stderr, gathered as it comes.
+    let mut running = vec![];
+    for mut c in commands {
+        let mut child = c
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut pipe = child.stderr.take().unwrap();
+        let err = Arc::new(Mutex::new(String::new()));
+        let sink = err.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        running.push((child, err));
+    }
+    let waiting = |err: &Arc<Mutex<String>>| {
+        err.lock()
+            .unwrap()
+            .contains("another trustchain process is changing it")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !running.iter().all(|(_, e)| waiting(e)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never waited for the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for (child, err) in &mut running {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished under the lock: {}",
+            err.lock().unwrap()
+        );
+    }
+    assert!(!rel.exists() && !env.oem.join("products/9").exists());
+    drop(held);
+    for (mut child, err) in running {
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{}", err.lock().unwrap());
+    }
+    assert!(rel.join("update.upk").is_file() && env.oem.join("products/9").is_dir());
+    let after = audit(&env);
+    assert_eq!(after["details"]["chain"], "intact");
+    assert_eq!(after["details"]["records"].as_u64().unwrap(), before + 2);
+}

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::sha256;
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::DirLock;
 
 /// The hash that stands before the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -167,7 +168,11 @@ impl AuditLog {
     }
 
     /// Appends a record (after verifying the chain) and syncs it to disk.
-    pub fn append(&self, operator: &str, event: Event) -> Result<Record> {
+    /// Only under the lock of the log's directory ([`OemDir::lock`]), which
+    /// the caller took before reading what the record is about.
+    ///
+    /// [`OemDir::lock`]: crate::oem::OemDir::lock
+    pub fn append(&self, _held: &DirLock, operator: &str, event: Event) -> Result<Record> {
         let records = self.records()?;
         let prev = match std::fs::read_to_string(&self.path) {
             Ok(text) => text
@@ -250,9 +255,10 @@ mod tests {
     fn chain_holds_and_detects_edits() {
         let tmp = tempfile::tempdir().unwrap();
         let log = AuditLog::new(&tmp.path().join("audit.log"));
-        log.append("alice", master(1, 5)).unwrap();
-        log.append("alice", master(2, 9)).unwrap();
-        log.append("bob", master(1, 7)).unwrap();
+        let lock = DirLock::acquire(tmp.path()).unwrap();
+        log.append(&lock, "alice", master(1, 5)).unwrap();
+        log.append(&lock, "alice", master(2, 9)).unwrap();
+        log.append(&lock, "bob", master(1, 7)).unwrap();
         assert_eq!(log.records().unwrap().len(), 3);
         assert_eq!(log.last_counter(1).unwrap(), Some(7));
         assert_eq!(log.last_counter(3).unwrap(), None);
@@ -269,6 +275,66 @@ mod tests {
             log.records(),
             Err(Error::AuditChain { line: 3, .. })
         ));
-        assert!(log.append("eve", master(1, 1)).is_err());
+        assert!(log.append(&lock, "eve", master(1, 1)).is_err());
+    }
+
+    /// Writers that each take the directory's lock before appending, from
+    /// several threads (each its own open file, as separate processes
+    /// would have): every record lands once, in one unbroken chain.
+    #[test]
+    fn concurrent_writers_under_the_lock_keep_one_chain() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let (threads, each) = (4u64, 25u64);
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    for i in 0..each {
+                        let lock = DirLock::acquire(&dir).unwrap();
+                        AuditLog::new(&dir.join("audit.log"))
+                            .append(&lock, "w", master(t as u32 + 1, i))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        let records = AuditLog::new(&dir.join("audit.log")).records().unwrap();
+        assert_eq!(records.len() as u64, threads * each);
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(r.seq, i as u64 + 1);
+        }
+        // Each writer's records are all there, in its order.
+        for t in 0..threads {
+            let counters: Vec<u64> = records
+                .iter()
+                .filter_map(|r| match &r.event {
+                    Event::Master {
+                        product,
+                        security_counter,
+                        ..
+                    } if u64::from(*product) == t + 1 => Some(*security_counter),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(counters, (0..each).collect::<Vec<_>>());
+        }
+    }
+
+    /// While one holds the lock, another waits for it.
+    #[test]
+    fn the_lock_excludes_a_second_holder_until_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = DirLock::acquire(tmp.path()).unwrap();
+        let f = std::fs::File::open(tmp.path()).unwrap();
+        assert!(matches!(
+            f.try_lock(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ));
+        drop(first);
+        f.try_lock().unwrap();
     }
 }

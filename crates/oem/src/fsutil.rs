@@ -151,3 +151,38 @@ impl StagedDir {
         Ok(self.target.clone())
     }
 }
+
+/// One process at a time changing a directory: an exclusive advisory lock
+/// (`flock`) on the directory itself, released when dropped (or when the
+/// process dies, `kill -9` included). Locking the directory rather than a
+/// file in it creates nothing, so a refused command leaves the directory
+/// byte for byte as it was.
+///
+/// The OEM's commands that change OEM_DIR take it before they read what
+/// they will change — the audit log's head, the last security counter, a
+/// CRL's number — so that two at once cannot fork the audit log's hash
+/// chain, master two releases past each other's counter check, or sign two
+/// CRLs with one number. Another process holding it is waited for.
+#[derive(Debug)]
+pub struct DirLock {
+    _dir: File,
+}
+
+impl DirLock {
+    /// Waits for, then holds, the lock of `dir`.
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        let file = File::open(dir).at(dir)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                tracing::warn!(
+                    "waiting for {}: another trustchain process is changing it",
+                    dir.display()
+                );
+                file.lock().at(dir)?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e).at(dir),
+        }
+        Ok(Self { _dir: file })
+    }
+}

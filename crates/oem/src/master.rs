@@ -417,6 +417,8 @@ pub fn master_release(
     req: &MasterRequest,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<MasterReport> {
+    // Held from the counter check to the audit record (`DirLock`).
+    let lock = oem.lock()?;
     let product = oem.product(req.product)?;
     let staged = StagedDir::new(&req.out, "output directory")?;
     let counter = req
@@ -559,6 +561,7 @@ pub fn master_release(
     };
     // Log first, then publish: a release never exists without its record.
     oem.audit().append(
+        &lock,
         &req.operator,
         Event::Master {
             product: report.product,

@@ -21,7 +21,7 @@ use trustchain_formats::{OemId, ProductId};
 use crate::audit::{self, AuditLog, Event};
 use crate::crypto::{sha256, PublicKey};
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{self, StagedDir};
+use crate::fsutil::{self, DirLock, StagedDir};
 use crate::keystore::passphrase::Passphrase;
 use crate::keystore::pkcs11::Pkcs11KeyStore;
 use crate::keystore::sealed::{KdfParams, SealedKeyStore};
@@ -278,6 +278,7 @@ impl OemDir {
         fsutil::write_new(&dir.join("oem.toml"), text.as_bytes(), "OEM description")?;
         let root_sha256 = hex::encode(sha256(&root.der));
         AuditLog::new(&dir.join("audit.log")).append(
+            &DirLock::acquire(dir)?,
             operator,
             Event::OemInit {
                 oem_id: oem_id.get(),
@@ -371,6 +372,11 @@ impl OemDir {
     /// opened, once for this process).
     pub fn unlock(&self, secret: &Passphrase) -> Result<SealedKeyStore> {
         open_keystore(&self.path, &self.keystore_dir(), self.custody(), secret)
+    }
+    /// Waits for, then holds, this directory's lock ([`DirLock`]): taken by
+    /// every command that changes it, before it reads what it will change.
+    pub fn lock(&self) -> Result<DirLock> {
+        DirLock::acquire(&self.path)
     }
     /// The audit log.
     pub fn audit(&self) -> AuditLog {

@@ -70,6 +70,7 @@ impl Product {
         template: Option<&Path>,
         operator: &str,
     ) -> Result<ProductReport> {
+        let lock = oem.lock()?;
         let name = name.trim();
         if name.is_empty() || name.len() > 64 {
             return Err(Error::Usage("--name must be 1 to 64 characters".into()));
@@ -118,6 +119,7 @@ impl Product {
         let dir = staged.commit()?;
         let kid = hex::encode(public.kid());
         oem.audit().append(
+            &lock,
             operator,
             Event::ProductCreate {
                 product: id.get(),

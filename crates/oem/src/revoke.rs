@@ -304,6 +304,8 @@ fn read_crl_full(path: &Path, issuer_der: &[u8]) -> Result<ReadCrl> {
 
 /// Revokes a certificate: signs its issuer's next CRL and rewrites the bundle.
 pub fn revoke(oem: &OemDir, keystore: &dyn KeyStore, req: &RevokeRequest) -> Result<RevokeReport> {
+    // Held from reading the CRL (its number, its entries) to the audit record.
+    let lock = oem.lock()?;
     let der = pki::cert_der(&req.cert).map_err(|problem| Error::Corrupt {
         path: req.cert_path.clone(),
         problem,
@@ -361,6 +363,7 @@ pub fn revoke(oem: &OemDir, keystore: &dyn KeyStore, req: &RevokeRequest) -> Res
     crate::fsutil::write_replace(&path, pem.as_bytes())?;
     let bundle = write_bundle(oem)?;
     oem.audit().append(
+        &lock,
         &req.operator,
         crate::audit::Event::Revoke {
             serial: hex::encode(&serial),
@@ -520,6 +523,7 @@ pub fn refresh(
     keystore: &dyn KeyStore,
     req: &RefreshRequest,
 ) -> Result<RefreshReport> {
+    let lock = oem.lock()?;
     check_days(req.days)?;
     let dir = oem.path().join(CRL_DIR);
     let mut files: Vec<PathBuf> = if dir.is_dir() {
@@ -599,6 +603,7 @@ pub fn refresh(
     let mut crls = Vec::with_capacity(signed.len());
     for (path, issuer, old, number, crl) in signed {
         oem.audit().append(
+            &lock,
             &req.operator,
             crate::audit::Event::CrlRefresh {
                 issuer: issuer.name.clone(),

@@ -186,6 +186,7 @@ pub fn seal_for(kem: &PublicKey, plaintext: &[u8], entropy: &mut dyn Entropy) ->
 
 /// Wraps a production package.
 pub fn wrap(oem: &OemDir, keystore: &mut dyn KeyStore, req: &WrapRequest) -> Result<WrapReport> {
+    let lock = oem.lock()?;
     if req.out.exists() {
         return Err(Error::AlreadyExists {
             path: req.out.clone(),
@@ -309,6 +310,7 @@ pub fn wrap(oem: &OemDir, keystore: &mut dyn KeyStore, req: &WrapRequest) -> Res
         "issuing CA record",
     )?;
     oem.audit().append(
+        &lock,
         &req.operator,
         crate::audit::Event::Wrap {
             product: req.product.get(),
