@@ -145,6 +145,8 @@ struct KnownIssuer {
     der: Vec<u8>,
     key: KeyLabel,
     name: String,
+    /// Its certificate's file in OEM_DIR, for messages.
+    path: PathBuf,
 }
 
 fn known_issuers(oem: &OemDir) -> Result<Vec<KnownIssuer>> {
@@ -152,6 +154,7 @@ fn known_issuers(oem: &OemDir) -> Result<Vec<KnownIssuer>> {
         der: oem.device_ca_der()?,
         key: KeyLabel::device_ca(),
         name: "device-ca".into(),
+        path: oem.path().join("device-ca.pem"),
     }];
     let kept = oem.path().join("packages");
     if kept.is_dir() {
@@ -180,6 +183,7 @@ fn known_issuers(oem: &OemDir) -> Result<Vec<KnownIssuer>> {
                     problem: "the file name is not <package id>.issuing-ca.pem".into(),
                 })?,
                 name: format!("package {id}"),
+                path,
             });
         }
     }
@@ -354,7 +358,7 @@ pub fn revoke(oem: &OemDir, keystore: &dyn KeyStore, req: &RevokeRequest) -> Res
         when: now,
         reason: Some(req.reason),
     });
-    let crl = sign_crl(oem, keystore, &issuer, &entries, number + 1, now, req.days)?;
+    let crl = sign_crl(keystore, &issuer, &entries, number + 1, now, req.days)?;
     let pem = crl.pem;
     let dir = oem.path().join(CRL_DIR);
     if !dir.is_dir() {
@@ -420,7 +424,6 @@ struct SignedCrl {
 /// Signs `issuer`'s CRL number `number` listing `entries`, current from
 /// `now` (whole seconds) for `days` days.
 fn sign_crl(
-    oem: &OemDir,
     keystore: &dyn KeyStore,
     issuer: &KnownIssuer,
     entries: &[Entry],
@@ -429,7 +432,7 @@ fn sign_crl(
     days: u32,
 ) -> Result<SignedCrl> {
     let issuer_cert = pki::issuer_from_der(&issuer.der).map_err(|problem| Error::Corrupt {
-        path: oem.path().join("device-ca.pem"),
+        path: issuer.path.clone(),
         problem,
     })?;
     let signer = keystore.signer(&issuer.key)?;
@@ -575,7 +578,7 @@ pub fn refresh(
             path: path.clone(),
             problem: "the CRL number cannot be raised any further".into(),
         })?;
-        let crl = sign_crl(oem, keystore, issuer, &old.entries, number, now, req.days)?;
+        let crl = sign_crl(keystore, issuer, &old.entries, number, now, req.days)?;
         signed.push((path.clone(), issuer, old, number, crl));
     }
     let bundle_text: String = signed
