@@ -359,13 +359,33 @@ pub fn revoke(oem: &OemDir, keystore: &dyn KeyStore, req: &RevokeRequest) -> Res
         reason: Some(req.reason),
     });
     let crl = sign_crl(keystore, &issuer, &entries, number + 1, now, req.days)?;
-    let pem = crl.pem;
+    // The new bundle is made before anything is written: the other
+    // issuers' CRLs as they are, this one as it will be.
+    let mut files = crl_files(oem)?;
+    if !files.contains(&path) {
+        files.push(path.clone());
+        files.sort();
+    }
+    let mut bundle_text = String::new();
+    for f in &files {
+        if *f == path {
+            bundle_text.push_str(&crl.pem);
+        } else {
+            bundle_text.push_str(&std::fs::read_to_string(f).at(f)?);
+        }
+    }
     let dir = oem.path().join(CRL_DIR);
     if !dir.is_dir() {
         std::fs::create_dir(&dir).at(&dir)?;
     }
-    crate::fsutil::write_replace(&path, pem.as_bytes())?;
-    let bundle = write_bundle(oem)?;
+    let bundle = oem.path().join(CRL_BUNDLE);
+    publish(
+        oem,
+        &[
+            (&path, crl.pem.as_bytes()),
+            (&bundle, bundle_text.as_bytes()),
+        ],
+    )?;
     oem.audit().append(
         &lock,
         &req.operator,
@@ -390,22 +410,43 @@ pub fn revoke(oem: &OemDir, keystore: &dyn KeyStore, req: &RevokeRequest) -> Res
     })
 }
 
-/// Rewrites `OEM_DIR/crl.pem` from the per-issuer CRLs (sorted by file name).
-fn write_bundle(oem: &OemDir) -> Result<PathBuf> {
+/// The per-issuer CRL files of OEM_DIR/crl/, sorted by file name (the
+/// bundle's order); none if the directory does not exist yet.
+fn crl_files(oem: &OemDir) -> Result<Vec<PathBuf>> {
     let dir = oem.path().join(CRL_DIR);
+    if !dir.is_dir() {
+        return Ok(vec![]);
+    }
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .at(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "pem"))
         .collect();
     files.sort();
-    let mut out = String::new();
-    for f in files {
-        out.push_str(&std::fs::read_to_string(&f).at(&f)?);
+    Ok(files)
+}
+
+/// Writes `files` in order, each by renaming a synced temporary file onto
+/// it, after all of them are staged: an error before the renames changes
+/// nothing, and each rename replaces one whole file (CRLs first, the
+/// bundle last, so a crash between them leaves only valid, signed CRLs).
+fn publish(oem: &OemDir, files: &[(&Path, &[u8])]) -> Result<()> {
+    let mut staged = Vec::with_capacity(files.len());
+    for (path, bytes) in files {
+        staged.push((stage(path, bytes)?, *path));
     }
-    let bundle = oem.path().join(CRL_BUNDLE);
-    crate::fsutil::write_replace(&bundle, out.as_bytes())?;
-    Ok(bundle)
+    for (tmp, path) in staged {
+        tmp.persist(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e.error,
+        })?;
+    }
+    for d in [oem.path().join(CRL_DIR), oem.path().to_path_buf()] {
+        if let Ok(f) = std::fs::File::open(&d) {
+            let _ = f.sync_all();
+        }
+    }
+    Ok(())
 }
 
 fn check_days(days: u32) -> Result<()> {
@@ -529,16 +570,7 @@ pub fn refresh(
     let lock = oem.lock()?;
     check_days(req.days)?;
     let dir = oem.path().join(CRL_DIR);
-    let mut files: Vec<PathBuf> = if dir.is_dir() {
-        std::fs::read_dir(&dir)
-            .at(&dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "pem"))
-            .collect()
-    } else {
-        vec![]
-    };
-    files.sort();
+    let files = crl_files(oem)?;
     if files.is_empty() {
         return Err(Error::Usage(format!(
             "{}: no CRL to refresh: this OEM directory has not revoked anything yet, so there \
@@ -586,23 +618,12 @@ pub fn refresh(
         .map(|(_, _, _, _, c)| c.pem.as_str())
         .collect();
     let bundle = oem.path().join(CRL_BUNDLE);
-    // Stage every file, then rename: CRLs first, the bundle last.
-    let mut staged = Vec::with_capacity(signed.len() + 1);
-    for (path, _, _, _, crl) in &signed {
-        staged.push((stage(path, crl.pem.as_bytes())?, path.clone()));
-    }
-    staged.push((stage(&bundle, bundle_text.as_bytes())?, bundle.clone()));
-    for (tmp, path) in staged {
-        tmp.persist(&path).map_err(|e| Error::Io {
-            path: path.clone(),
-            source: e.error,
-        })?;
-    }
-    for d in [&dir, oem.path()] {
-        if let Ok(f) = std::fs::File::open(d) {
-            let _ = f.sync_all();
-        }
-    }
+    let mut writes: Vec<(&Path, &[u8])> = signed
+        .iter()
+        .map(|(path, _, _, _, crl)| (path.as_path(), crl.pem.as_bytes()))
+        .collect();
+    writes.push((&bundle, bundle_text.as_bytes()));
+    publish(oem, &writes)?;
     let mut crls = Vec::with_capacity(signed.len());
     for (path, issuer, old, number, crl) in signed {
         oem.audit().append(

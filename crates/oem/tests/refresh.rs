@@ -259,3 +259,52 @@ fn refresh_changes_nothing_when_anything_is_wrong() {
     assert!(err.to_string().contains("zzzz.pem"), "{err}");
     assert_eq!(snapshot(w.oem.path()), before, "a file changed");
 }
+
+/// `revoke` makes the new bundle before it writes anything: when another
+/// issuer's CRL cannot be read, the revoked device's CRL is not written
+/// either (it used to be, leaving a bundle without it and no audit record).
+/// Once that CRL reads again, the revocation goes through whole.
+#[test]
+fn revoke_changes_nothing_when_the_bundle_cannot_be_made() {
+    let w = world();
+    let now = OffsetDateTime::now_utc();
+    let package_crl = revoke_now(&w, &w.package_device, Reason::KeyCompromise, now);
+    let pem = std::fs::read(&package_crl).unwrap();
+    // Unreadable as a file: a directory where the package CA's CRL was.
+    std::fs::remove_file(&package_crl).unwrap();
+    std::fs::create_dir(&package_crl).unwrap();
+    let before = snapshot(w.oem.path());
+    let err = revoke(
+        &w.oem,
+        &w.ks,
+        &RevokeRequest {
+            cert: w.lab_device.clone(),
+            cert_path: "lab.pem".into(),
+            reason: Reason::KeyCompromise,
+            days: 7,
+            operator: "t".into(),
+            now,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains(&package_crl.display().to_string()),
+        "names the file: {err}"
+    );
+    assert_eq!(snapshot(w.oem.path()), before, "a file changed");
+    std::fs::remove_dir(&package_crl).unwrap();
+    std::fs::write(&package_crl, &pem).unwrap();
+    let lab_crl = revoke_now(&w, &w.lab_device, Reason::KeyCompromise, now);
+    let bundle = std::fs::read_to_string(w.oem.path().join("crl.pem")).unwrap();
+    let expected: String = [&lab_crl, &package_crl]
+        .iter()
+        .copied()
+        .collect::<std::collections::BTreeSet<_>>()
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert_eq!(
+        bundle, expected,
+        "the bundle is both CRLs in file-name order"
+    );
+}
