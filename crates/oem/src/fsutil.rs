@@ -53,15 +53,23 @@ pub fn write_new(path: &Path, bytes: &[u8], what: &'static str) -> Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to `path` atomically, replacing what was there.
-pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {
-    synced_temp(path, bytes)?
-        .persist(path)
-        .map_err(|e| Error::Io {
+/// Replaces each `(path, bytes)` of `files`, in order, atomically one by
+/// one, after all of them are staged (synced temporary files): an error
+/// before the renames changes nothing, and each rename replaces one whole
+/// file. Order them so that a crash between two renames leaves a state
+/// that is still valid (CRLs before the bundle that repeats them).
+pub fn replace_all(files: &[(&Path, &[u8])]) -> Result<()> {
+    let mut staged = Vec::with_capacity(files.len());
+    for (path, bytes) in files {
+        staged.push((synced_temp(path, bytes)?, *path));
+    }
+    for (tmp, path) in staged {
+        tmp.persist(path).map_err(|e| Error::Io {
             path: path.to_path_buf(),
             source: e.error,
         })?;
-    sync_dir(parent_of(path));
+        sync_dir(parent_of(path));
+    }
     Ok(())
 }
 

@@ -21,7 +21,6 @@
 //! [`refresh`] (`trustchain oem revoke OEM_DIR --refresh`) re-signs every
 //! issuer's CRL with the same entries, the next CRL number and new
 //! thisUpdate/nextUpdate, and rewrites the bundle.
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -379,13 +378,10 @@ pub fn revoke(oem: &OemDir, keystore: &dyn KeyStore, req: &RevokeRequest) -> Res
         std::fs::create_dir(&dir).at(&dir)?;
     }
     let bundle = oem.path().join(CRL_BUNDLE);
-    publish(
-        oem,
-        &[
-            (&path, crl.pem.as_bytes()),
-            (&bundle, bundle_text.as_bytes()),
-        ],
-    )?;
+    crate::fsutil::replace_all(&[
+        (&path, crl.pem.as_bytes()),
+        (&bundle, bundle_text.as_bytes()),
+    ])?;
     oem.audit().append(
         &lock,
         &req.operator,
@@ -424,29 +420,6 @@ fn crl_files(oem: &OemDir) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
-}
-
-/// Writes `files` in order, each by renaming a synced temporary file onto
-/// it, after all of them are staged: an error before the renames changes
-/// nothing, and each rename replaces one whole file (CRLs first, the
-/// bundle last, so a crash between them leaves only valid, signed CRLs).
-fn publish(oem: &OemDir, files: &[(&Path, &[u8])]) -> Result<()> {
-    let mut staged = Vec::with_capacity(files.len());
-    for (path, bytes) in files {
-        staged.push((stage(path, bytes)?, *path));
-    }
-    for (tmp, path) in staged {
-        tmp.persist(path).map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e.error,
-        })?;
-    }
-    for d in [oem.path().join(CRL_DIR), oem.path().to_path_buf()] {
-        if let Ok(f) = std::fs::File::open(&d) {
-            let _ = f.sync_all();
-        }
-    }
-    Ok(())
 }
 
 fn check_days(days: u32) -> Result<()> {
@@ -623,7 +596,7 @@ pub fn refresh(
         .map(|(path, _, _, _, crl)| (path.as_path(), crl.pem.as_bytes()))
         .collect();
     writes.push((&bundle, bundle_text.as_bytes()));
-    publish(oem, &writes)?;
+    crate::fsutil::replace_all(&writes)?;
     let mut crls = Vec::with_capacity(signed.len());
     for (path, issuer, old, number, crl) in signed {
         oem.audit().append(
@@ -653,16 +626,4 @@ pub fn refresh(
         bundle,
         next_update: rfc3339(next_update),
     })
-}
-
-/// `bytes` in a synced temporary file next to `path`, to be renamed onto it.
-fn stage(path: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tc-tmp-")
-        .tempfile_in(dir)
-        .at(dir)?;
-    tmp.write_all(bytes).at(tmp.path().to_path_buf())?;
-    tmp.as_file().sync_all().at(path)?;
-    Ok(tmp)
 }
