@@ -17,24 +17,7 @@ fn setup() -> Env {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     let oem = root.join("oem");
-    ok(&tc(&[
-        &"oem",
-        &"init",
-        &oem,
-        &"--oem-id",
-        &"0x1234",
-        &"--name",
-        &"Acme",
-    ]));
-    ok(&tc(&[
-        &"oem",
-        &"product",
-        &oem,
-        &"--product-id",
-        &"7",
-        &"--name",
-        &"Thermostat",
-    ]));
+    acme_with_product_7(&oem, "Thermostat");
     Env {
         _tmp: tmp,
         root,
@@ -614,20 +597,7 @@ fn wrap_and_guardian_import_through_the_cli() {
     let env = setup();
     let img = image(&env, "fw.bin", 4_000);
     let rel = env.root.join("rel");
-    ok(&tc(&[
-        &"master",
-        &env.oem,
-        &"--product",
-        &"7",
-        &"--version",
-        &"1.0.0",
-        &"--image",
-        &img,
-        &"--out",
-        &rel,
-        &"--load-address",
-        &"0x08000000",
-    ]));
+    ok(&master_7(&env.oem, "1.0.0", &img, &rel));
     let g = env.root.join("guardian");
     let init = ok(&tc(&[&"guardian", &"init", &g, &"--name", &"Center"]));
     // `inspect` reads the identity OEMs are sent, and shows the ID that
@@ -725,20 +695,7 @@ fn produce_through_the_cli() {
     let env = setup();
     let img = image(&env, "fw.bin", 3_000);
     let rel = env.root.join("rel");
-    ok(&tc(&[
-        &"master",
-        &env.oem,
-        &"--product",
-        &"7",
-        &"--version",
-        &"1.0.0",
-        &"--image",
-        &img,
-        &"--out",
-        &rel,
-        &"--load-address",
-        &"0x08000000",
-    ]));
+    ok(&master_7(&env.oem, "1.0.0", &img, &rel));
     let g = env.root.join("g");
     ok(&tc(&[&"guardian", &"init", &g, &"--name", &"Center"]));
     ok(&tc(&[&"guardian", &"trust", &g, &env.oem.join("root.pem")]));
@@ -834,20 +791,7 @@ fn oem_commands_wait_for_the_directory_lock() {
     held.lock().unwrap();
     let rel = env.root.join("rel");
     let commands = [
-        trustchain(&[
-            &"master",
-            &env.oem,
-            &"--product",
-            &"7",
-            &"--version",
-            &"1.0.0",
-            &"--image",
-            &img,
-            &"--out",
-            &rel,
-            &"--load-address",
-            &"0x08000000",
-        ]),
+        master_7_command(&env.oem, "1.0.0", &img, &rel),
         trustchain(&[
             &"oem",
             &"product",

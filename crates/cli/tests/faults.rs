@@ -82,24 +82,7 @@ impl Center {
         let root = tmp.path().to_path_buf();
         let oem = root.join("oem");
         let guardian = root.join("guardian");
-        ok(&tc(&[
-            &"oem",
-            &"init",
-            &oem,
-            &"--oem-id",
-            &"0x1234",
-            &"--name",
-            &"Acme",
-        ]));
-        ok(&tc(&[
-            &"oem",
-            &"product",
-            &oem,
-            &"--product-id",
-            &"7",
-            &"--name",
-            &"Thermostat",
-        ]));
+        acme_with_product_7(&oem, "Thermostat");
         let img = root.join("fw.bin");
         std::fs::write(
             &img,
@@ -107,20 +90,7 @@ impl Center {
         )
         .unwrap();
         let rel = root.join("rel");
-        ok(&tc(&[
-            &"master",
-            &oem,
-            &"--product",
-            &"7",
-            &"--version",
-            &"1.0.0",
-            &"--image",
-            &img,
-            &"--out",
-            &rel,
-            &"--load-address",
-            &"0x08000000",
-        ]));
+        ok(&master_7(&oem, "1.0.0", &img, &rel));
         ok(&tc(&[
             &"guardian",
             &"init",

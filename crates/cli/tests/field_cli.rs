@@ -44,41 +44,11 @@ fn serve_fetch_boot_revoke_through_the_cli() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let oem = root.join("oem");
-    ok(&tc(&[
-        &"oem",
-        &"init",
-        &oem,
-        &"--oem-id",
-        &"0x1234",
-        &"--name",
-        &"Acme",
-    ]));
-    ok(&tc(&[
-        &"oem",
-        &"product",
-        &oem,
-        &"--product-id",
-        &"7",
-        &"--name",
-        &"T",
-    ]));
+    acme_with_product_7(&oem, "T");
     let img = root.join("fw.bin");
     std::fs::write(&img, vec![0x3cu8; 9000]).unwrap();
     for (v, r) in [("1.0.0", "r1"), ("1.1.0", "r2")] {
-        ok(&tc(&[
-            &"master",
-            &oem,
-            &"--product",
-            &"7",
-            &"--version",
-            &v,
-            &"--image",
-            &img,
-            &"--out",
-            &root.join(r),
-            &"--load-address",
-            &"0x08000000",
-        ]));
+        ok(&master_7(&oem, v, &img, &root.join(r)));
     }
     let devs: Vec<PathBuf> = ["d1", "d2"].iter().map(|d| root.join(d)).collect();
     for (d, uid) in devs.iter().zip(["d1", "d2"]) {
@@ -249,24 +219,7 @@ fn serve_fetch_boot_revoke_through_the_cli() {
 /// `root`; returns the OEM directory and each device's leaf certificate file.
 fn oem_with_devices(root: &std::path::Path, uids: &[&str]) -> (PathBuf, Vec<PathBuf>) {
     let oem = root.join("oem");
-    ok(&tc(&[
-        &"oem",
-        &"init",
-        &oem,
-        &"--oem-id",
-        &"0x1234",
-        &"--name",
-        &"Acme",
-    ]));
-    ok(&tc(&[
-        &"oem",
-        &"product",
-        &oem,
-        &"--product-id",
-        &"7",
-        &"--name",
-        &"T",
-    ]));
+    acme_with_product_7(&oem, "T");
     let mut certs = vec![];
     for uid in uids {
         let d = root.join(format!("dev-{uid}"));
@@ -427,20 +380,7 @@ fn update_server_refuses_to_start_with_an_expired_crl() {
     let img = root.join("fw.bin");
     std::fs::write(&img, vec![0x3cu8; 4000]).unwrap();
     let release = root.join("r1");
-    ok(&tc(&[
-        &"master",
-        &oem,
-        &"--product",
-        &"7",
-        &"--version",
-        &"1.0.0",
-        &"--image",
-        &img,
-        &"--out",
-        &release,
-        &"--load-address",
-        &"0x08000000",
-    ]));
+    ok(&master_7(&oem, "1.0.0", &img, &release));
     let id = root.join("server-id");
     ok(&tc(&[
         &"oem",

@@ -92,3 +92,53 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// `oem init OEM --oem-id 0x1234 --name Acme`, then `oem product OEM
+/// --product-id 7 --name NAME`: the OEM directory most tests start from.
+pub fn acme_with_product_7(oem: &Path, product_name: &str) {
+    ok(&tc(&[
+        &"oem",
+        &"init",
+        &oem,
+        &"--oem-id",
+        &"0x1234",
+        &"--name",
+        &"Acme",
+    ]));
+    ok(&tc(&[
+        &"oem",
+        &"product",
+        &oem,
+        &"--product-id",
+        &"7",
+        &"--name",
+        &product_name,
+    ]));
+}
+
+/// `master OEM --product 7 --version VERSION --image IMAGE --out OUT
+/// --load-address 0x08000000` (the simulator's application address), run
+/// to the end.
+pub fn master_7(oem: &Path, version: &str, image: &Path, out: &Path) -> Output {
+    master_7_command(oem, version, image, out)
+        .output()
+        .expect("run trustchain")
+}
+
+/// The same command, ready to run or spawn.
+pub fn master_7_command(oem: &Path, version: &str, image: &Path, out: &Path) -> Command {
+    trustchain(&[
+        &"master",
+        &oem,
+        &"--product",
+        &"7",
+        &"--version",
+        &version,
+        &"--image",
+        &image,
+        &"--out",
+        &out,
+        &"--load-address",
+        &"0x08000000",
+    ])
+}
