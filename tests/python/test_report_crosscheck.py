@@ -29,7 +29,9 @@ and ``store.rs``):
 The checks, their order and their names follow ``crates/oem/src/reconcile.rs``
 (see ``reconcile`` below). The "wrapped" side (what the OEM's audit log and
 ``OEM_DIR/packages`` say about the package) is taken from the vector's
-inputs.
+inputs. Steps 19-24 of formats.md §16.4 (the report against the reports the
+OEM kept before) compare the OEM's own state, not the format, and are not
+re-done here; ``crates/cli/tests/attacks.rs`` tests them end to end.
 
 Run::
 

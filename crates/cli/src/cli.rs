@@ -288,11 +288,18 @@ pub enum OemCommand {
     ///
     /// Checks the signature and that it is the Guardian the package was wrapped for, issued <=
     /// count, every certificate accounted for and issued by the package's CA, serials in range,
-    /// no duplicate serial or UID, the log chain intact. Prints each anomaly (ANOMALY: ...) on
-    /// its own line and exits non-zero if there is any.
+    /// no duplicate serial or UID, the log chain intact. Then against every report reconciled
+    /// before (OEM_DIR/reports/): all of a package's reports come from one job (a second job
+    /// means the package was imported twice: replayed, or the Guardian's database restored), a
+    /// serial keeps its certificate, the package's certificates together stay within the
+    /// count, and no device UID has a certificate in two reports (a clone, or a device
+    /// produced twice). Prints each anomaly (ANOMALY: ...) on its own line and exits non-zero
+    /// if there is any.
     ///
-    /// Reads the report and, from OEM_DIR, the audit log's record of the wrap and
-    /// OEM_DIR/packages/<id>.issuing-ca.pem; needs no secret and writes nothing.
+    /// Reads the report and, from OEM_DIR, the audit log's record of the wrap,
+    /// OEM_DIR/packages/<id>.issuing-ca.pem and the reports kept before. A report that
+    /// reconciles is kept in OEM_DIR/reports/ and recorded in the audit log (again: nothing
+    /// new); one with anomalies changes nothing. Needs no secret.
     Reconcile {
         /// The OEM directory that wrapped the package.
         oem_dir: PathBuf,

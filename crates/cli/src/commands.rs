@@ -196,7 +196,8 @@ pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
             json,
         }) => {
             let oem = OemDir::open(&oem_dir)?;
-            let r = trustchain_oem::reconcile::reconcile(&oem, &report)?;
+            let r =
+                trustchain_oem::reconcile::reconcile(&oem, &report, &audit::default_operator())?;
             if json {
                 print_json(&serde_json::to_value(&r).unwrap_or_default());
             } else {
@@ -206,6 +207,20 @@ pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
                 }
                 if r.anomalies.is_empty() {
                     println!("  reconciled: signature, counts, certificates, serials, UIDs and log chain all check out");
+                    println!(
+                        "  checked against {} report(s) reconciled before: no package imported twice, no serial reissued, no UID certified twice",
+                        r.earlier_reports
+                    );
+                    match (&r.kept, r.already_reconciled) {
+                        (Some(p), true) => {
+                            println!("  already reconciled: kept as {}", p.display())
+                        }
+                        (Some(p), false) => println!(
+                            "  kept as {} (later reports are checked against it)",
+                            p.display()
+                        ),
+                        (None, _) => {}
+                    }
                 }
             }
             if !r.anomalies.is_empty() {

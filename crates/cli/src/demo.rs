@@ -416,7 +416,7 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
         "    report: {} devices, {} log entries, signed by the Guardian",
         rs.devices, rs.log_entries
     );
-    let rec = trustchain_oem::reconcile::reconcile(&oem, &report)?;
+    let rec = trustchain_oem::reconcile::reconcile(&oem, &report, "demo")?;
     if !rec.anomalies.is_empty() {
         return Err(demo_err(format!(
             "reconciliation anomalies: {:?}",

@@ -384,6 +384,181 @@ fn the_world_accepts_the_honest_path() {
     );
 }
 
+/// Reconciles `report` and expects it refused: exit 1, one `error:` line,
+/// stdout naming every anomaly in `anomalies`, and the OEM directory
+/// unchanged (nothing kept, nothing in the audit log).
+fn refused_at_reconcile(w: &Path, report: &str, anomalies: &[&str]) {
+    let before = state(&w.join("acme"));
+    let out = tc(w, &["oem", "reconcile", "acme", report]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for a in anomalies {
+        assert!(stdout.contains(a), "missing {a:?}: {all}");
+    }
+    let errors = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .count();
+    assert_eq!(errors, 1, "{all}");
+    assert_eq!(
+        changed(&before, &state(&w.join("acme"))),
+        Vec::<String>::new(),
+        "a refused report changed the OEM directory"
+    );
+}
+
+/// The same UID certified in two jobs (the part of
+/// `clone-duplicate-uid`, taken to a job of a fresh package, where the
+/// Guardian has no record of it): each report alone reconciles, the OEM
+/// catches the second against the first, and a report kept once is not
+/// kept again.
+#[test]
+fn reconcile_catches_a_uid_certified_in_two_jobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = tmp.path();
+    copy_dir(&data_dir().join("world"), w);
+    copy_dir(
+        &data_dir().join("clone-duplicate-uid/line"),
+        &w.join("line"),
+    );
+    assert!(ok(
+        w,
+        &["guardian", "import", "center-a", "packages/fresh.tcpkg"]
+    )
+    .contains("as job 5"));
+    ok(
+        w,
+        &[
+            "produce",
+            "center-a",
+            "--job",
+            "5",
+            "--devices",
+            "line",
+            "--count",
+            "1",
+        ],
+    );
+    ok(
+        w,
+        &["report", "center-a", "--job", "2", "--out", "r2.tcrep"],
+    );
+    ok(
+        w,
+        &["report", "center-a", "--job", "5", "--out", "r5.tcrep"],
+    );
+    let first = ok(w, &["oem", "reconcile", "acme", "r2.tcrep"]);
+    assert!(first.contains("kept as"), "{first}");
+    let acme = state(&w.join("acme"));
+    let again = ok(w, &["oem", "reconcile", "acme", "r2.tcrep"]);
+    assert!(again.contains("already reconciled"), "{again}");
+    assert_eq!(
+        changed(&acme, &state(&w.join("acme"))),
+        Vec::<String>::new()
+    );
+    refused_at_reconcile(
+        w,
+        "r5.tcrep",
+        &["ANOMALY: UID 11223344 already has a certificate", "job 2"],
+    );
+}
+
+/// A Guardian whose directory is restored to before a package's import
+/// imports the same package again and produces its count a second time:
+/// the report of the second run reconciles alone, and the OEM catches it
+/// against the first (the serial issued twice, the count exceeded).
+#[test]
+fn reconcile_catches_a_package_produced_twice_after_a_guardian_restore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = tmp.path();
+    copy_dir(&data_dir().join("world"), w);
+    copy_dir(&w.join("center-a"), &w.join("center-a.backup"));
+    let run = |line: &str, report: &str| {
+        assert!(ok(
+            w,
+            &["guardian", "import", "center-a", "packages/fresh.tcpkg"]
+        )
+        .contains("as job 5"));
+        ok(
+            w,
+            &[
+                "produce",
+                "center-a",
+                "--job",
+                "5",
+                "--devices",
+                line,
+                "--count",
+                "1",
+            ],
+        );
+        ok(w, &["report", "center-a", "--job", "5", "--out", report]);
+    };
+    run("line-1", "first.tcrep");
+    assert!(ok(w, &["oem", "reconcile", "acme", "first.tcrep"]).contains("kept as"));
+    std::fs::remove_dir_all(w.join("center-a")).unwrap();
+    std::fs::rename(w.join("center-a.backup"), w.join("center-a")).unwrap();
+    run("line-2", "second.tcrep");
+    refused_at_reconcile(
+        w,
+        "second.tcrep",
+        &[
+            "another certificate than in",
+            "over-production across reports: 2 certificates",
+        ],
+    );
+}
+
+/// An insider at the Guardian drops a certificate it had reported (its
+/// device record and its log entry, the count lowered to match), then signs
+/// a new report of the job: alone it is consistent and reconciles; against
+/// the earlier report the OEM kept, the missing certificate shows.
+#[test]
+fn reconcile_catches_a_later_report_missing_a_device_of_an_earlier_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = tmp.path();
+    copy_dir(&data_dir().join("world"), w);
+    ok(
+        w,
+        &[
+            "produce",
+            "center-a",
+            "--job",
+            "2",
+            "--devices",
+            "line",
+            "--count",
+            "1",
+        ],
+    );
+    ok(w, &["report", "center-a", "--job", "2", "--out", "a.tcrep"]);
+    copy_dir(&w.join("acme"), &w.join("acme-alone"));
+    assert!(ok(w, &["oem", "reconcile", "acme", "a.tcrep"]).contains("kept as"));
+    let db = rusqlite::Connection::open(w.join("center-a/guardian.db")).unwrap();
+    let dropped: i64 = db
+        .query_row("SELECT MAX(serial) FROM devices WHERE job = 2", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    db.execute_batch(
+        "DELETE FROM log WHERE job = 2 AND n = (SELECT MAX(n) FROM log WHERE job = 2);
+         DELETE FROM devices WHERE job = 2 AND serial = (SELECT MAX(serial) FROM devices WHERE job = 2);
+         UPDATE jobs SET issued = issued - 1 WHERE id = 2;",
+    )
+    .unwrap();
+    drop(db);
+    ok(w, &["report", "center-a", "--job", "2", "--out", "b.tcrep"]);
+    assert!(ok(w, &["oem", "reconcile", "acme-alone", "b.tcrep"]).contains("reconciled"));
+    refused_at_reconcile(
+        w,
+        "b.tcrep",
+        &[&format!(
+            "serial {dropped} of job 2 is missing from this report"
+        )],
+    );
+}
+
 /// Regenerates `tests/data` through the CLI.
 mod bless {
     use super::*;

@@ -105,6 +105,20 @@ pub enum Event {
         /// The new CRL's SHA-256 (DER).
         crl_sha256: String,
     },
+    /// A Guardian's report reconciled and was kept
+    /// (`OEM_DIR/reports/`), for later reports to be checked against.
+    Reconcile {
+        /// Package ID, hex.
+        package_id: String,
+        /// The Guardian's job.
+        job: u64,
+        /// Devices certified and provisioned.
+        issued: u64,
+        /// Devices certified, then failed.
+        failed: u64,
+        /// SHA-256 of the report file.
+        report_sha256: String,
+    },
     /// An issuer's CRL was re-signed with the same entries and a new
     /// validity (`oem revoke --refresh`), so that it stays current.
     CrlRefresh {

@@ -4,8 +4,19 @@
 //! issued by the package's issuing CA and accounted for in the job's log,
 //! serials in range and unique, UIDs unique, and the log's hash chain
 //! intact up to the signed head.
-use std::collections::BTreeSet;
-use std::path::Path;
+//!
+//! Then against every report reconciled before (kept in OEM_DIR/reports/):
+//! one report alone cannot show a package imported twice (a replayed
+//! package, or a Guardian whose database was restored to before the import)
+//! or one device UID certified in two jobs or two centres (a clone). So:
+//! a package's reports must all come from one job, a serial keeps its
+//! certificate across them, their certificates together stay within the
+//! count, and a UID certified and provisioned in one report has no other
+//! certificate in another. A report that reconciles is kept there, with an
+//! audit record; one with anomalies changes nothing. Reconciling the same
+//! report again is not an anomaly and records nothing new.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use trustchain_formats::cose::sig_structure;
@@ -34,10 +45,68 @@ pub struct Reconciliation {
     pub devices: u64,
     /// Everything wrong; empty when the report reconciles.
     pub anomalies: Vec<String>,
+    /// Reports reconciled before that this one was checked against.
+    pub earlier_reports: usize,
+    /// Where the report was kept (new, or from an earlier reconciliation
+    /// of the same file); `None` when it does not reconcile.
+    pub kept: Option<PathBuf>,
+    /// Whether this very report had been reconciled before.
+    pub already_reconciled: bool,
+}
+
+/// Where reconciled reports are kept, in the OEM directory.
+pub const REPORTS_DIR: &str = "reports";
+
+/// A report reconciled before, as kept.
+struct Earlier {
+    path: PathBuf,
+    sha256: [u8; 32],
+    package_id: [u8; 16],
+    job: u64,
+    /// When the Guardian made it (Unix seconds).
+    created: u64,
+    /// serial -> (UID, status, SHA-256 of the certificate).
+    devices: BTreeMap<u64, (Vec<u8>, u64, [u8; 32])>,
+}
+
+fn earlier_reports(oem: &OemDir) -> Result<Vec<Earlier>> {
+    let dir = oem.path().join(REPORTS_DIR);
+    if !dir.is_dir() {
+        return Ok(vec![]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .at(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "tcrep"))
+        .collect();
+    files.sort();
+    let mut out = Vec::with_capacity(files.len());
+    for path in files {
+        let bytes = std::fs::read(&path).at(&path)?;
+        let r = Report::parse(&bytes).map_err(|source| Error::Format {
+            path: path.clone(),
+            source,
+        })?;
+        out.push(Earlier {
+            sha256: sha256(&bytes),
+            package_id: *r.body.package_id,
+            job: r.body.job,
+            created: r.body.created,
+            devices: r
+                .body
+                .devices()
+                .map(|d| (d.serial, (d.uid.to_vec(), d.status, sha256(d.cert))))
+                .collect(),
+            path,
+        });
+    }
+    Ok(out)
 }
 
 /// Reconciles `report` against the OEM directory.
-pub fn reconcile(oem: &OemDir, report_path: &Path) -> Result<Reconciliation> {
+pub fn reconcile(oem: &OemDir, report_path: &Path, operator: &str) -> Result<Reconciliation> {
+    // Held from reading the reports kept before to keeping this one.
+    let lock = oem.lock()?;
     let bytes = std::fs::read(report_path).at(report_path)?;
     let r = Report::parse(&bytes).map_err(|source| Error::Format {
         path: report_path.to_path_buf(),
@@ -193,6 +262,108 @@ pub fn reconcile(oem: &OemDir, report_path: &Path) -> Result<Reconciliation> {
             c.0
         ));
     }
+
+    // Against the reports reconciled before.
+    let report_sha = sha256(&bytes);
+    let earlier = earlier_reports(oem)?;
+    let same = earlier.iter().find(|e| e.sha256 == report_sha);
+    let mut all_certs: BTreeSet<(u64, [u8; 32])> =
+        b.devices().map(|d| (d.serial, sha256(d.cert))).collect();
+    for e in earlier.iter().filter(|e| e.sha256 != report_sha) {
+        let name = e.path.display();
+        if e.package_id == *b.package_id {
+            if e.job != b.job {
+                anomalies.push(format!(
+                    "package {pid} was imported twice at the Guardian: job {} ({name}) and job {} \
+                     (a replayed package, or a Guardian database restored to before the import)",
+                    e.job, b.job
+                ));
+            }
+            // Of two reports of one job, the later lists every device the
+            // earlier did: a Guardian that rewrote its log between them
+            // (dropping a certificate it had reported) shows here.
+            if e.job == b.job {
+                let this: BTreeSet<(u64, [u8; 32])> =
+                    b.devices().map(|d| (d.serial, sha256(d.cert))).collect();
+                let before: BTreeSet<(u64, [u8; 32])> =
+                    e.devices.iter().map(|(s, (_, _, c))| (*s, *c)).collect();
+                let (earlier_set, later_set, later_name) = if e.created <= b.created {
+                    (&before, &this, "this report".to_string())
+                } else {
+                    (&this, &before, format!("{name}"))
+                };
+                for (serial, _) in earlier_set.difference(later_set) {
+                    if !later_set.iter().any(|(s, _)| s == serial) {
+                        anomalies.push(format!(
+                            "serial {serial} of job {} is missing from {later_name}, the later \
+                             of two reports of the job (with {name}): the Guardian's log lost \
+                             a certificate it had reported",
+                            b.job
+                        ));
+                    }
+                }
+            }
+            for d in b.devices() {
+                if let Some((_, _, cert)) = e.devices.get(&d.serial) {
+                    if *cert != sha256(d.cert) {
+                        anomalies.push(format!(
+                            "serial {}: another certificate than in {name} (the serial was issued \
+                             twice: a replayed package, or a restored Guardian database)",
+                            d.serial
+                        ));
+                    }
+                }
+            }
+            all_certs.extend(e.devices.iter().map(|(s, (_, _, c))| (*s, *c)));
+        }
+        for d in b.devices().filter(|d| d.status == status::ISSUED) {
+            let clone = e.devices.iter().find(|(_, (uid, st, cert))| {
+                *st == status::ISSUED && uid.as_slice() == d.uid && *cert != sha256(d.cert)
+            });
+            if let Some((serial, _)) = clone {
+                anomalies.push(format!(
+                    "UID {} already has a certificate, serial {serial} of package {} job {} \
+                     ({name}): one device provisioned twice, or a clone",
+                    hex::encode(d.uid),
+                    hex::encode(e.package_id),
+                    e.job
+                ));
+            }
+        }
+    }
+    let certified_overall = all_certs.len() as u64;
+    if certified_overall > count && certified_overall > certified {
+        anomalies.push(format!(
+            "over-production across reports: {certified_overall} certificates for package {pid} \
+             in this and earlier reports, count {count}"
+        ));
+    }
+
+    let mut kept = same.map(|e| e.path.clone());
+    if anomalies.is_empty() && same.is_none() {
+        let dir = oem.path().join(REPORTS_DIR);
+        if !dir.is_dir() {
+            std::fs::create_dir(&dir).at(&dir)?;
+        }
+        let path = dir.join(format!(
+            "{pid}-job{}-{}.tcrep",
+            b.job,
+            hex::encode(&report_sha[..8])
+        ));
+        oem.audit().append(
+            &lock,
+            operator,
+            Event::Reconcile {
+                package_id: pid.clone(),
+                job: b.job,
+                issued: b.issued,
+                failed: b.failed,
+                report_sha256: hex::encode(report_sha),
+            },
+        )?;
+        crate::fsutil::write_new(&path, &bytes, "kept report")?;
+        kept = Some(path);
+    }
     Ok(Reconciliation {
         package_id: pid,
         job: b.job,
@@ -200,6 +371,9 @@ pub fn reconcile(oem: &OemDir, report_path: &Path) -> Result<Reconciliation> {
         issued: b.issued,
         failed: b.failed,
         devices: b.device_count(),
+        earlier_reports: earlier.len() - usize::from(same.is_some()),
+        already_reconciled: same.is_some(),
+        kept: if anomalies.is_empty() { kept } else { None },
         anomalies,
     })
 }
