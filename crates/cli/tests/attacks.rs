@@ -384,6 +384,29 @@ fn the_world_accepts_the_honest_path() {
     );
 }
 
+/// Imports the world's never-imported package at Center A (job 5) and
+/// produces one device of it on `line`.
+fn import_fresh_and_produce_one(w: &Path, line: &str) {
+    let import = ok(
+        w,
+        &["guardian", "import", "center-a", "packages/fresh.tcpkg"],
+    );
+    assert!(import.contains("as job 5"), "{import}");
+    ok(
+        w,
+        &[
+            "produce",
+            "center-a",
+            "--job",
+            "5",
+            "--devices",
+            line,
+            "--count",
+            "1",
+        ],
+    );
+}
+
 /// Reconciles `report` and expects it refused: exit 1, one `error:` line,
 /// stdout naming every anomaly in `anomalies`, and the OEM directory
 /// unchanged (nothing kept, nothing in the audit log).
@@ -422,24 +445,7 @@ fn reconcile_catches_a_uid_certified_in_two_jobs() {
         &data_dir().join("clone-duplicate-uid/line"),
         &w.join("line"),
     );
-    assert!(ok(
-        w,
-        &["guardian", "import", "center-a", "packages/fresh.tcpkg"]
-    )
-    .contains("as job 5"));
-    ok(
-        w,
-        &[
-            "produce",
-            "center-a",
-            "--job",
-            "5",
-            "--devices",
-            "line",
-            "--count",
-            "1",
-        ],
-    );
+    import_fresh_and_produce_one(w, "line");
     ok(
         w,
         &["report", "center-a", "--job", "2", "--out", "r2.tcrep"],
@@ -475,24 +481,7 @@ fn reconcile_catches_a_package_produced_twice_after_a_guardian_restore() {
     copy_dir(&data_dir().join("world"), w);
     copy_dir(&w.join("center-a"), &w.join("center-a.backup"));
     let run = |line: &str, report: &str| {
-        assert!(ok(
-            w,
-            &["guardian", "import", "center-a", "packages/fresh.tcpkg"]
-        )
-        .contains("as job 5"));
-        ok(
-            w,
-            &[
-                "produce",
-                "center-a",
-                "--job",
-                "5",
-                "--devices",
-                line,
-                "--count",
-                "1",
-            ],
-        );
+        import_fresh_and_produce_one(w, line);
         ok(w, &["report", "center-a", "--job", "5", "--out", report]);
     };
     run("line-1", "first.tcrep");
