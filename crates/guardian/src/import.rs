@@ -85,24 +85,17 @@ pub fn import(
     let not_ours = || Error::NotForThisGuardian {
         path: package_path.to_path_buf(),
     };
-    if std::fs::metadata(package_path)
-        .is_ok_and(|md| md.len() > package::limits::MAX_PACKAGE_LEN as u64)
-    {
+    let bytes = trustchain_oem::fsutil::read_bounded(
+        package_path,
+        package::limits::MAX_PACKAGE_LEN as u64,
+        "package",
+    )?;
+    if bytes.len() > package::limits::MAX_PACKAGE_LEN {
         return Err(refuse(format!(
             "larger than {} bytes",
             package::limits::MAX_PACKAGE_LEN
         )));
     }
-    let bytes = std::fs::read(package_path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => trustchain_oem::Error::NotFound {
-            path: package_path.to_path_buf(),
-            what: "package",
-        },
-        _ => trustchain_oem::Error::Io {
-            path: package_path.to_path_buf(),
-            source: e,
-        },
-    })?;
     let outer = Encrypted::parse(&bytes).map_err(|source| trustchain_oem::Error::Format {
         path: package_path.to_path_buf(),
         source,

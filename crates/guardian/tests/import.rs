@@ -178,6 +178,44 @@ fn a_package_opens_only_in_its_guardian_once_from_a_trusted_root() {
         assert!(import(&g, &mut ks, &p, now()).is_err(), "flip at {at}");
     }
     assert_eq!(snapshot(g.path()), before);
+    // Larger than any package: refused after reading one byte past the
+    // bound, whatever the file says of its size (a sparse file here, and a
+    // pipe, which states none).
+    let huge = w.tmp.path().join("huge.tcpkg");
+    let f = std::fs::File::create(&huge).unwrap();
+    f.set_len(trustchain_formats::package::limits::MAX_PACKAGE_LEN as u64 + 1)
+        .unwrap();
+    drop(f);
+    let fifo = w.tmp.path().join("pipe.tcpkg");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+            let block = vec![0u8; 1 << 20];
+            // Until the reader stops (broken pipe): far past the bound.
+            for _ in 0..1024 {
+                if f.write_all(&block).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    for p in [&huge, &fifo] {
+        match import(&g, &mut ks, p, now()) {
+            Err(Error::PackageRefused { problem, .. }) => {
+                assert!(problem.contains("larger than"), "{problem}")
+            }
+            other => panic!("{}: {other:?}", p.display()),
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(snapshot(g.path()), before);
 
     // The real import.
     let r = import(&g, &mut ks, &pkg, now()).unwrap();

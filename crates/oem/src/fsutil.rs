@@ -3,7 +3,7 @@
 //! into place; directories are staged under a temporary name and renamed
 //! whole.
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -193,4 +193,26 @@ impl DirLock {
         }
         Ok(Self { _dir: file })
     }
+}
+
+/// Reads `path`, at most `max + 1` bytes: bounded while reading, not by the
+/// size the file states (a pipe states none, and a file can grow), so the
+/// caller's parser sees more than `max` and refuses it by name without the
+/// rest ever being read. `what` names the file when it does not exist.
+pub fn read_bounded(path: &Path, max: u64, what: &'static str) -> Result<Vec<u8>> {
+    let file = File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::NotFound {
+            path: path.to_path_buf(),
+            what,
+        },
+        _ => Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    })?;
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .at(path)?;
+    Ok(bytes)
 }

@@ -1,7 +1,6 @@
 //! `trustchain inspect`: says what any artifact of this project is and what
 //! it holds, for people (text) and scripts (JSON). Inspecting verifies
 //! nothing cryptographically; `trustchain verify` does.
-use std::io::Read;
 use std::path::Path;
 
 use serde_json::{json, Value};
@@ -9,7 +8,7 @@ use trustchain_formats::upk::Upk;
 
 use crate::audit::AuditLog;
 use crate::crypto::sha256;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::keystore::sealed::KEY_MAGIC;
 use crate::keystore::KeyKind;
 use crate::oem::parse_public_key;
@@ -120,20 +119,7 @@ fn text_line(out: &mut String, indent: usize, key: &str, v: &Value) {
 
 /// Inspects the file at `path`.
 pub fn inspect(path: &Path) -> Result<Inspection> {
-    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::NotFound {
-            path: path.to_path_buf(),
-            what: "file to inspect",
-        },
-        _ => Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        },
-    })?;
-    let mut bytes = Vec::new();
-    file.take(MAX_INSPECT_LEN + 1)
-        .read_to_end(&mut bytes)
-        .at(path)?;
+    let bytes = crate::fsutil::read_bounded(path, MAX_INSPECT_LEN, "file to inspect")?;
     if bytes.len() as u64 > MAX_INSPECT_LEN {
         return Err(Error::UnknownArtifact {
             path: path.to_path_buf(),

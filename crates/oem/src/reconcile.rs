@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use trustchain_formats::cose::sig_structure;
-use trustchain_formats::report::{status, Report};
+use trustchain_formats::report::{status, Report, MAX_REPORT_LEN};
 
 use crate::audit::Event;
 use crate::crypto::{sha256, verify_es256};
@@ -82,7 +82,7 @@ fn earlier_reports(oem: &OemDir) -> Result<Vec<Earlier>> {
     files.sort();
     let mut out = Vec::with_capacity(files.len());
     for path in files {
-        let bytes = std::fs::read(&path).at(&path)?;
+        let bytes = crate::fsutil::read_bounded(&path, MAX_REPORT_LEN as u64, "kept report")?;
         let r = Report::parse(&bytes).map_err(|source| Error::Format {
             path: path.clone(),
             source,
@@ -107,7 +107,7 @@ fn earlier_reports(oem: &OemDir) -> Result<Vec<Earlier>> {
 pub fn reconcile(oem: &OemDir, report_path: &Path, operator: &str) -> Result<Reconciliation> {
     // Held from reading the reports kept before to keeping this one.
     let lock = oem.lock()?;
-    let bytes = std::fs::read(report_path).at(report_path)?;
+    let bytes = crate::fsutil::read_bounded(report_path, MAX_REPORT_LEN as u64, "report")?;
     let r = Report::parse(&bytes).map_err(|source| Error::Format {
         path: report_path.to_path_buf(),
         source,

@@ -49,21 +49,7 @@ pub struct ReleaseInfo {
 
 /// Reads `update.upk` of a release directory, bounded.
 pub fn read_upk(path: &Path) -> Result<Vec<u8>> {
-    let file = File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::NotFound {
-            path: path.to_path_buf(),
-            what: "UPK (update.upk)",
-        },
-        _ => Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        },
-    })?;
-    let mut bytes = Vec::new();
-    file.take(limits::MAX_UPK_LEN as u64 + 1)
-        .read_to_end(&mut bytes)
-        .at(path)?;
-    Ok(bytes)
+    crate::fsutil::read_bounded(path, limits::MAX_UPK_LEN as u64, "UPK (update.upk)")
 }
 
 /// Checks a release without decrypting it: the UPK parses, its mastering
