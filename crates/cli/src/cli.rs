@@ -299,12 +299,16 @@ pub enum OemCommand {
     /// Reads the report and, from OEM_DIR, the audit log's record of the wrap,
     /// OEM_DIR/packages/<id>.issuing-ca.pem and the reports kept before. A report that
     /// reconciles is kept in OEM_DIR/reports/ and recorded in the audit log (again: nothing
-    /// new); one with anomalies changes nothing. Needs no secret.
+    /// new; --no-keep: checked only); one with anomalies changes nothing. Needs no secret.
     Reconcile {
         /// The OEM directory that wrapped the package.
         oem_dir: PathBuf,
         /// The report file (from `trustchain report`).
         report: PathBuf,
+        /// Check only: do not keep the report (nothing is written; later reports are not
+        /// checked against it).
+        #[arg(long)]
+        no_keep: bool,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,

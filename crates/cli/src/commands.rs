@@ -194,10 +194,19 @@ pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
             oem_dir,
             report,
             json,
+            no_keep,
         }) => {
             let oem = OemDir::open(&oem_dir)?;
-            let r =
-                trustchain_oem::reconcile::reconcile(&oem, &report, &audit::default_operator())?;
+            let r = trustchain_oem::reconcile::reconcile(
+                &oem,
+                &report,
+                &audit::default_operator(),
+                if no_keep {
+                    trustchain_oem::reconcile::Keep::No
+                } else {
+                    trustchain_oem::reconcile::Keep::Yes
+                },
+            )?;
             if json {
                 print_json(&serde_json::to_value(&r).unwrap_or_default());
             } else {
@@ -219,7 +228,7 @@ pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
                             "  kept as {} (later reports are checked against it)",
                             p.display()
                         ),
-                        (None, _) => {}
+                        (None, _) => println!("  not kept (--no-keep): nothing was written"),
                     }
                 }
             }

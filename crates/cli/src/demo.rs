@@ -416,7 +416,12 @@ pub fn run(keep: Option<&Path>) -> Result<()> {
         "    report: {} devices, {} log entries, signed by the Guardian",
         rs.devices, rs.log_entries
     );
-    let rec = trustchain_oem::reconcile::reconcile(&oem, &report, "demo")?;
+    let rec = trustchain_oem::reconcile::reconcile(
+        &oem,
+        &report,
+        "demo",
+        trustchain_oem::reconcile::Keep::Yes,
+    )?;
     if !rec.anomalies.is_empty() {
         return Err(demo_err(format!(
             "reconciliation anomalies: {:?}",

@@ -454,6 +454,14 @@ fn reconcile_catches_a_uid_certified_in_two_jobs() {
         w,
         &["report", "center-a", "--job", "5", "--out", "r5.tcrep"],
     );
+    // Checked only: it reconciles, and nothing is written.
+    let acme = state(&w.join("acme"));
+    let check = ok(w, &["oem", "reconcile", "acme", "r2.tcrep", "--no-keep"]);
+    assert!(check.contains("not kept (--no-keep)"), "{check}");
+    assert_eq!(
+        changed(&acme, &state(&w.join("acme"))),
+        Vec::<String>::new()
+    );
     let first = ok(w, &["oem", "reconcile", "acme", "r2.tcrep"]);
     assert!(first.contains("kept as"), "{first}");
     let acme = state(&w.join("acme"));

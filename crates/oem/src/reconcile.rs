@@ -48,7 +48,8 @@ pub struct Reconciliation {
     /// Reports reconciled before that this one was checked against.
     pub earlier_reports: usize,
     /// Where the report was kept (new, or from an earlier reconciliation
-    /// of the same file); `None` when it does not reconcile.
+    /// of the same file); `None` when it does not reconcile, or with
+    /// [`Keep::No`] for a report not kept before.
     pub kept: Option<PathBuf>,
     /// Whether this very report had been reconciled before.
     pub already_reconciled: bool,
@@ -103,8 +104,23 @@ fn earlier_reports(oem: &OemDir) -> Result<Vec<Earlier>> {
     Ok(out)
 }
 
+/// Whether a report that reconciles is kept for later reports to be
+/// checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Keep it in OEM_DIR/reports/, with an audit record (the default).
+    Yes,
+    /// Check only: write nothing (`oem reconcile --no-keep`).
+    No,
+}
+
 /// Reconciles `report` against the OEM directory.
-pub fn reconcile(oem: &OemDir, report_path: &Path, operator: &str) -> Result<Reconciliation> {
+pub fn reconcile(
+    oem: &OemDir,
+    report_path: &Path,
+    operator: &str,
+    keep: Keep,
+) -> Result<Reconciliation> {
     // Held from reading the reports kept before to keeping this one.
     let lock = oem.lock()?;
     let bytes = crate::fsutil::read_bounded(report_path, MAX_REPORT_LEN as u64, "report")?;
@@ -340,7 +356,7 @@ pub fn reconcile(oem: &OemDir, report_path: &Path, operator: &str) -> Result<Rec
     }
 
     let mut kept = same.map(|e| e.path.clone());
-    if anomalies.is_empty() && same.is_none() {
+    if anomalies.is_empty() && same.is_none() && keep == Keep::Yes {
         let dir = oem.path().join(REPORTS_DIR);
         if !dir.is_dir() {
             std::fs::create_dir(&dir).at(&dir)?;

@@ -208,7 +208,13 @@ fn the_signed_report_reconciles_at_the_oem_and_tampering_shows() {
     let rep = o.dir.path().join("report");
     let s = trustchain_guardian::report::write_report(&g, &gks, id, &rep).unwrap();
     assert_eq!((s.devices, s.log_entries), (3, 4));
-    let r = trustchain_oem::reconcile::reconcile(&o.oem, &rep, "t").unwrap();
+    let r = trustchain_oem::reconcile::reconcile(
+        &o.oem,
+        &rep,
+        "t",
+        trustchain_oem::reconcile::Keep::Yes,
+    )
+    .unwrap();
     assert!(r.anomalies.is_empty(), "{:?}", r.anomalies);
     assert_eq!((r.issued, r.count), (3, 3));
     // Any changed byte of the report: the signature fails (or it no longer parses).
@@ -217,12 +223,24 @@ fn the_signed_report_reconciles_at_the_oem_and_tampering_shows() {
     let mut b = bytes.clone();
     b[bytes.len() / 2] ^= 1;
     std::fs::write(&bad, b).unwrap();
-    assert!(trustchain_oem::reconcile::reconcile(&o.oem, &bad, "t").is_err());
+    assert!(trustchain_oem::reconcile::reconcile(
+        &o.oem,
+        &bad,
+        "t",
+        trustchain_oem::reconcile::Keep::Yes
+    )
+    .is_err());
     // An insider deletes a log entry at the Guardian: the chain no longer reaches the head.
     assert!(delete_log_entry(g.path().join("guardian.db")));
     let rep2 = o.dir.path().join("report2");
     trustchain_guardian::report::write_report(&g, &gks, id, &rep2).unwrap();
-    let r = trustchain_oem::reconcile::reconcile(&o.oem, &rep2, "t").unwrap();
+    let r = trustchain_oem::reconcile::reconcile(
+        &o.oem,
+        &rep2,
+        "t",
+        trustchain_oem::reconcile::Keep::Yes,
+    )
+    .unwrap();
     assert!(
         r.anomalies.iter().any(|a| a.contains("hash chain")),
         "{:?}",
