@@ -66,6 +66,45 @@ pub const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x0
 /// The module most Debian machines have once `softhsm2` is installed.
 pub const SOFTHSM2_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
+/// The templates of a P-256 key pair `label` of `kind` in the token: the
+/// public key public, the private key private, sensitive and not
+/// extractable, each allowed only what `kind` needs (sign and verify, or
+/// derive). What `C_GenerateKeyPair` takes; an import adds the point and
+/// the scalar.
+fn key_templates(label: &KeyLabel, kind: KeyKind) -> (Vec<Attribute>, Vec<Attribute>) {
+    let name = label.as_str().as_bytes().to_vec();
+    let id = key_id(label).to_vec();
+    let signing = kind == KeyKind::EcdsaP256;
+    let public = vec![
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::KeyType(KeyType::EC),
+        Attribute::EcParams(P256_PARAMS.to_vec()),
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Label(name.clone()),
+        Attribute::Id(id.clone()),
+        Attribute::Verify(signing),
+        Attribute::Derive(false),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+    ];
+    let private = vec![
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(KeyType::EC),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Label(name),
+        Attribute::Id(id),
+        Attribute::Sign(signing),
+        Attribute::Derive(!signing),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+    ];
+    (public, private)
+}
+
 /// The `CKA_ID` of a key: the first 16 bytes of SHA-256 of its label.
 pub fn key_id(label: &KeyLabel) -> [u8; 16] {
     let mut id = [0u8; 16];
@@ -92,6 +131,19 @@ struct Token {
 }
 
 impl Token {
+    /// Refuses a label that names any object already (private or public).
+    fn ensure_free(&self, s: &Session, label: &KeyLabel) -> Result<()> {
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+            if self.find(s, label, class)?.is_some() {
+                return Err(Error::AlreadyExists {
+                    path: self.uri(Some(label)),
+                    what: "key",
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, Session>> {
         self.session
             .lock()
@@ -519,50 +571,16 @@ impl Pkcs11KeyStore {
         let public = EcdhKey::from_scalar(scalar)?.public_key().clone();
         let t = &self.token;
         let s = t.lock()?;
-        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
-            if t.find(&s, label, class)?.is_some() {
-                return Err(Error::AlreadyExists {
-                    path: t.uri(Some(label)),
-                    what: "key",
-                });
-            }
-        }
-        let name = label.as_str().as_bytes().to_vec();
-        let id = key_id(label).to_vec();
-        let signing = kind == KeyKind::EcdsaP256;
+        t.ensure_free(&s, label)?;
         let mut point = vec![0x04, 0x41];
         point.extend_from_slice(&public.0);
-        let public_template = [
-            Attribute::Class(ObjectClass::PUBLIC_KEY),
-            Attribute::KeyType(KeyType::EC),
-            Attribute::EcParams(P256_PARAMS.to_vec()),
-            Attribute::EcPoint(point),
-            Attribute::Token(true),
-            Attribute::Private(false),
-            Attribute::Label(name.clone()),
-            Attribute::Id(id.clone()),
-            Attribute::Verify(signing),
-            Attribute::Derive(false),
-            Attribute::Encrypt(false),
-            Attribute::Wrap(false),
-        ];
+        let (mut public_template, mut private_template) = key_templates(label, kind);
+        public_template.push(Attribute::EcPoint(point));
         let value = Zeroizing::new(scalar.to_vec());
-        let private_template = [
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::KeyType(KeyType::EC),
+        private_template.extend([
             Attribute::EcParams(P256_PARAMS.to_vec()),
             Attribute::Value(value.to_vec()),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Label(name),
-            Attribute::Id(id),
-            Attribute::Sign(signing),
-            Attribute::Derive(!signing),
-            Attribute::Decrypt(false),
-            Attribute::Unwrap(false),
-        ];
+        ]);
         let pub_h = s
             .create_object(&public_template)
             .map_err(|e| t.fail("C_CreateObject(EC public key)", &e))?;
@@ -616,44 +634,8 @@ impl KeyStore for Pkcs11KeyStore {
     fn generate(&mut self, label: &KeyLabel, kind: KeyKind) -> Result<PublicKey> {
         let t = &self.token;
         let s = t.lock()?;
-        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
-            if t.find(&s, label, class)?.is_some() {
-                return Err(Error::AlreadyExists {
-                    path: t.uri(Some(label)),
-                    what: "key",
-                });
-            }
-        }
-        let name = label.as_str().as_bytes().to_vec();
-        let id = key_id(label).to_vec();
-        let signing = kind == KeyKind::EcdsaP256;
-        let public = [
-            Attribute::Class(ObjectClass::PUBLIC_KEY),
-            Attribute::KeyType(KeyType::EC),
-            Attribute::EcParams(P256_PARAMS.to_vec()),
-            Attribute::Token(true),
-            Attribute::Private(false),
-            Attribute::Label(name.clone()),
-            Attribute::Id(id.clone()),
-            Attribute::Verify(signing),
-            Attribute::Derive(false),
-            Attribute::Encrypt(false),
-            Attribute::Wrap(false),
-        ];
-        let private = [
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::KeyType(KeyType::EC),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Label(name),
-            Attribute::Id(id),
-            Attribute::Sign(signing),
-            Attribute::Derive(!signing),
-            Attribute::Decrypt(false),
-            Attribute::Unwrap(false),
-        ];
+        t.ensure_free(&s, label)?;
+        let (public, private) = key_templates(label, kind);
         let (pub_h, priv_h) = s
             .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
             .map_err(|e| t.fail("C_GenerateKeyPair(CKM_EC_KEY_PAIR_GEN, P-256)", &e))?;
