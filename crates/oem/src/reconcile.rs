@@ -203,6 +203,9 @@ pub fn reconcile(
         anomalies.push("the package's issuing CA record in OEM_DIR/packages is missing or does not match the wrap record".into());
     }
     let (mut serials, mut uids, mut certs) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    // serial -> (UID, status, SHA-256 of the certificate), for the checks
+    // against earlier reports below.
+    let mut this: BTreeMap<u64, (&[u8], u64, [u8; 32])> = BTreeMap::new();
     let (mut issued, mut failed) = (0, 0);
     for d in b.devices() {
         if d.serial < serial_start || d.serial >= serial_start.saturating_add(count) {
@@ -226,7 +229,9 @@ pub fn reconcile(
                 ));
             }
         }
-        certs.insert((d.serial, sha256(d.cert)));
+        let cert_sha = sha256(d.cert);
+        certs.insert((d.serial, cert_sha));
+        this.insert(d.serial, (d.uid, d.status, cert_sha));
         match d.status {
             status::ISSUED => issued += 1,
             status::FAILED => failed += 1,
@@ -279,12 +284,12 @@ pub fn reconcile(
         ));
     }
 
-    // Against the reports reconciled before.
+    // Against the reports reconciled before: each kept report is looked
+    // up by serial and by UID, not scanned per device.
     let report_sha = sha256(&bytes);
     let earlier = earlier_reports(oem)?;
     let same = earlier.iter().find(|e| e.sha256 == report_sha);
-    let mut all_certs: BTreeSet<(u64, [u8; 32])> =
-        b.devices().map(|d| (d.serial, sha256(d.cert))).collect();
+    let mut all_certs = certs.clone();
     for e in earlier.iter().filter(|e| e.sha256 != report_sha) {
         let name = e.path.display();
         if e.package_id == *b.package_id {
@@ -299,48 +304,44 @@ pub fn reconcile(
             // earlier did: a Guardian that rewrote its log between them
             // (dropping a certificate it had reported) shows here.
             if e.job == b.job {
-                let this: BTreeSet<(u64, [u8; 32])> =
-                    b.devices().map(|d| (d.serial, sha256(d.cert))).collect();
-                let before: BTreeSet<(u64, [u8; 32])> =
-                    e.devices.iter().map(|(s, (_, _, c))| (*s, *c)).collect();
+                let before: BTreeSet<u64> = e.devices.keys().copied().collect();
+                let now: BTreeSet<u64> = this.keys().copied().collect();
                 let (earlier_set, later_set, later_name) = if e.created <= b.created {
-                    (&before, &this, "this report".to_string())
+                    (&before, &now, "this report".to_string())
                 } else {
-                    (&this, &before, format!("{name}"))
+                    (&now, &before, name.to_string())
                 };
-                for (serial, _) in earlier_set.difference(later_set) {
-                    if !later_set.iter().any(|(s, _)| s == serial) {
-                        anomalies.push(format!(
-                            "serial {serial} of job {} is missing from {later_name}, the later \
-                             of two reports of the job (with {name}): the Guardian's log lost \
-                             a certificate it had reported",
-                            b.job
-                        ));
-                    }
+                for serial in earlier_set.difference(later_set) {
+                    anomalies.push(format!(
+                        "serial {serial} of job {} is missing from {later_name}, the later \
+                         of two reports of the job (with {name}): the Guardian's log lost \
+                         a certificate it had reported",
+                        b.job
+                    ));
                 }
             }
-            for d in b.devices() {
-                if let Some((_, _, cert)) = e.devices.get(&d.serial) {
-                    if *cert != sha256(d.cert) {
-                        anomalies.push(format!(
-                            "serial {}: another certificate than in {name} (the serial was issued \
-                             twice: a replayed package, or a restored Guardian database)",
-                            d.serial
-                        ));
-                    }
+            for (serial, (_, _, cert)) in &this {
+                if e.devices.get(serial).is_some_and(|(_, _, c)| c != cert) {
+                    anomalies.push(format!(
+                        "serial {serial}: another certificate than in {name} (the serial was \
+                         issued twice: a replayed package, or a restored Guardian database)"
+                    ));
                 }
             }
             all_certs.extend(e.devices.iter().map(|(s, (_, _, c))| (*s, *c)));
         }
-        for d in b.devices().filter(|d| d.status == status::ISSUED) {
-            let clone = e.devices.iter().find(|(_, (uid, st, cert))| {
-                *st == status::ISSUED && uid.as_slice() == d.uid && *cert != sha256(d.cert)
-            });
-            if let Some((serial, _)) = clone {
+        let issued_there: BTreeMap<&[u8], (u64, &[u8; 32])> = e
+            .devices
+            .iter()
+            .filter(|(_, (_, st, _))| *st == status::ISSUED)
+            .map(|(serial, (uid, _, cert))| (uid.as_slice(), (*serial, cert)))
+            .collect();
+        for (uid, _, cert) in this.values().filter(|(_, st, _)| *st == status::ISSUED) {
+            if let Some((serial, _)) = issued_there.get(uid).filter(|(_, c)| *c != cert) {
                 anomalies.push(format!(
                     "UID {} already has a certificate, serial {serial} of package {} job {} \
                      ({name}): one device provisioned twice, or a clone",
-                    hex::encode(d.uid),
+                    hex::encode(uid),
                     hex::encode(e.package_id),
                     e.job
                 ));
