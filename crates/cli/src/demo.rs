@@ -2,6 +2,7 @@
 //! in a temporary directory. At this stage: the OEM's desk (hierarchy,
 //! product, mastering) and the checks anyone can run on a release.
 use std::path::{Path, PathBuf};
+use trustchain_oem::audit::unix_now;
 
 use trustchain_device_sim::{Geometry, SimDevice};
 use trustchain_oem::crypto::sha256;
@@ -19,13 +20,6 @@ use trustchain_programmer::lab;
 use trustchain_programmer::sim::SimLink;
 use trustchain_sbm::BootOutcome;
 use zeroize::Zeroizing;
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 fn demo_err(e: impl std::fmt::Display) -> Error {
     Error::Usage(format!("demo device: {e}"))

@@ -225,7 +225,7 @@ pub fn run_update_server(a: UpdateServerArgs, pass_file: Option<&Path>) -> Resul
             let until = trustchain_field::crl::check_current(
                 &p.display().to_string(),
                 &crls,
-                trustchain_field::crl::unix_now(),
+                trustchain_oem::audit::unix_now(),
             )
             .map_err(CliError::Field)?;
             if let Some(t) = until {

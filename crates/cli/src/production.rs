@@ -1,5 +1,6 @@
 //! `trustchain wrap` and `trustchain guardian ...`.
 use std::path::Path;
+use trustchain_oem::audit::unix_now;
 
 use serde_json::json;
 use trustchain_guardian::GuardianDir;
@@ -14,13 +15,6 @@ use crate::passphrase;
 
 fn print(v: serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn parse_uid_range(s: &str) -> Result<(Vec<u8>, Vec<u8>), Error> {
@@ -47,7 +41,7 @@ pub fn run_wrap(a: WrapArgs, pass_file: Option<&Path>) -> Result<(), CliError> {
             .map_err(|e| Error::Usage(format!("--expires {t}: not RFC 3339 ({e})")))?
             .unix_timestamp()
             .max(0) as u64,
-        None => now() + 30 * 86_400,
+        None => unix_now() + 30 * 86_400,
     };
     if a.out.exists() {
         return Err(Error::AlreadyExists {
@@ -151,7 +145,7 @@ pub fn run_guardian(cmd: GuardianCommand, pass_file: Option<&Path>) -> Result<()
             let g = GuardianDir::open(&guardian_dir)?;
             let pass = passphrase::for_dir(g.custody(), pass_file)?;
             let mut ks = g.unlock(&pass)?;
-            let r = trustchain_guardian::import::import(&g, &mut ks, &package, now())?;
+            let r = trustchain_guardian::import::import(&g, &mut ks, &package, unix_now())?;
             if json {
                 print(serde_json::to_value(&r).unwrap_or_default());
             } else {
@@ -262,7 +256,7 @@ pub fn run_produce(a: crate::cli::ProduceArgs, pass_file: Option<&Path>) -> Resu
         count,
         threads,
         stage,
-        now: now(),
+        now: unix_now(),
         transcript: None,
     };
     let s = produce(&g, &ks, &req, &progress).map_err(|e| match e {

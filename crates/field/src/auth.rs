@@ -304,12 +304,7 @@ impl Policy {
 
     /// The current system time.
     pub fn now() -> Self {
-        Self::at(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        )
+        Self::at(trustchain_oem::audit::unix_now())
     }
 }
 

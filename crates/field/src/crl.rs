@@ -209,13 +209,6 @@ pub fn check_current(
     Ok(earliest)
 }
 
-/// Now, Unix seconds (0 if the clock is before 1970).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -227,7 +227,11 @@ pub fn server_config(
     chain: &[Vec<u8>],
     key: KeystoreKey,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
-    crate::crl::check_current("the server's CRLs", &crls, crate::crl::unix_now())?;
+    crate::crl::check_current(
+        "the server's CRLs",
+        &crls,
+        trustchain_oem::audit::unix_now(),
+    )?;
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(root_der)?, provider())
         .with_crls(crls)
         .allow_unknown_revocation_status()

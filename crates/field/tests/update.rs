@@ -352,7 +352,8 @@ fn a_server_refuses_to_start_with_an_expired_crl_until_it_is_refreshed() {
     }
     // The same check for the CLI, which names the file.
     let loaded = crl::load(&bundle).unwrap();
-    let named = crl::check_current("acme/crl.pem", &loaded, crl::unix_now()).unwrap_err();
+    let named =
+        crl::check_current("acme/crl.pem", &loaded, trustchain_oem::audit::unix_now()).unwrap_err();
     assert!(named.starts_with("acme/crl.pem: CRL 1 of 1: "), "{named}");
     // The OEM refreshes: same entry, a new nextUpdate; the server starts,
     // still refuses b and serves a.
@@ -370,10 +371,17 @@ fn a_server_refuses_to_start_with_an_expired_crl_until_it_is_refreshed() {
         (r.crls.len(), r.crls[0].crl_number, r.crls[0].revoked_count),
         (1, 2, 1)
     );
-    let until = crl::check_current("crl.pem", &crl::load(&r.bundle).unwrap(), crl::unix_now())
-        .unwrap()
-        .unwrap();
-    assert!(until > crl::unix_now() + 29 * 86_400, "{until}");
+    let until = crl::check_current(
+        "crl.pem",
+        &crl::load(&r.bundle).unwrap(),
+        trustchain_oem::audit::unix_now(),
+    )
+    .unwrap()
+    .unwrap();
+    assert!(
+        until > trustchain_oem::audit::unix_now() + 29 * 86_400,
+        "{until}"
+    );
     let srv = serve(&w, &w.v2, Some(&r.bundle));
     let snap = snapshot(&b);
     let err = fetch(&b, &srv.url).unwrap_err();

@@ -47,10 +47,7 @@ pub fn write_report(
     let rec = store.job(job)?;
     let package_id = store.package_id(job)?;
     let (devices, log, head) = store.report_data(job)?;
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let created = trustchain_oem::audit::unix_now();
     let spec = ReportSpec {
         package_id,
         job: job as u64,

@@ -117,10 +117,7 @@ impl AuditHead {
         detail: &str,
     ) -> rusqlite::Result<()> {
         let seq = self.seq + 1;
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let time = trustchain_oem::audit::unix_now();
         let mut e = minicbor::Encoder::new(Vec::new());
         let _ = e
             .array(4)
@@ -201,10 +198,7 @@ impl LogHeads {
         cert_sha256: Option<&[u8; 32]>,
     ) -> rusqlite::Result<()> {
         let (job, n) = (self.job, self.n + 1);
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let time = trustchain_oem::audit::unix_now();
         let detail = format!(
             "job {job}{}",
             serial.map(|s| format!(" serial {s}")).unwrap_or_default()

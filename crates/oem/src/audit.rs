@@ -231,6 +231,14 @@ impl AuditLog {
     }
 }
 
+/// Now, Unix seconds (0 if the system clock is before 1970): the one
+/// reading of the clock that expiries, reports and logs use.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Now, RFC 3339 UTC, seconds precision.
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc()

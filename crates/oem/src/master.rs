@@ -480,10 +480,7 @@ pub fn master_release(
         version: req.version,
         security_counter: SecurityCounter(counter),
         load_address: req.load.raw_load_address,
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        created: crate::audit::unix_now(),
         recipients,
         device_uids: req.device_uids.clone(),
         mastering_cert_der: cert_der,

@@ -255,10 +255,7 @@ pub fn wrap(oem: &OemDir, keystore: &mut dyn KeyStore, req: &WrapRequest) -> Res
     let issuing = pki::issue(&spec, &issuing_pub, &dca, dca_key.as_ref())?;
     let product_key = keystore.export_for_package(&product.key_label())?;
 
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::audit::unix_now();
     if req.expires <= now {
         return Err(Error::Usage("--expires is in the past".into()));
     }
